@@ -1,0 +1,97 @@
+package writethrough
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// flights keeps N concurrent misses on one key in one process down to one
+// database query. A statement registers its lease id before asking Redis;
+// another statement of this process that then finds that lease on the key
+// waits for the first one's fill and uses what it stored. A stored fill is
+// as fresh as a read that starts before it lands (any write fenced in
+// between would have replaced the lease and failed the fill), so the waiter
+// never gets a state older than its own start.
+type flights struct {
+	mu sync.Mutex
+	m  map[string]*flight // by lease id
+}
+
+// flight is one statement's pending fills.
+type flight struct {
+	leaseID string
+	done    chan struct{}
+	mu      sync.Mutex
+	results map[string]flightResult
+}
+
+type flightResult struct {
+	entry  []byte
+	absent bool
+}
+
+// start registers a statement's lease id.
+func (fs *flights) start(leaseID string) *flight {
+	f := &flight{leaseID: leaseID, done: make(chan struct{})}
+	fs.mu.Lock()
+	if fs.m == nil {
+		fs.m = map[string]*flight{}
+	}
+	fs.m[leaseID] = f
+	fs.mu.Unlock()
+	return f
+}
+
+// end unregisters a statement and wakes its waiters.
+func (fs *flights) end(f *flight) {
+	fs.mu.Lock()
+	delete(fs.m, f.leaseID)
+	fs.mu.Unlock()
+	close(f.done)
+}
+
+// publish records a successful fill for waiters.
+func (f *flight) publish(row string, entry []byte, absent bool) {
+	f.mu.Lock()
+	if f.results == nil {
+		f.results = map[string]flightResult{}
+	}
+	f.results[row] = flightResult{entry: entry, absent: absent}
+	f.mu.Unlock()
+}
+
+// wait waits for the statement holding leaseID on row to finish, and
+// returns what it stored there, if anything.
+func (fs *flights) wait(ctx context.Context, row, leaseID string, limit time.Duration) (entry []byte, absent, ok bool) {
+	fs.mu.Lock()
+	f := fs.m[leaseID]
+	fs.mu.Unlock()
+	if f == nil {
+		return nil, false, false
+	}
+	t := time.NewTimer(limit)
+	defer t.Stop()
+	select {
+	case <-f.done:
+	case <-ctx.Done():
+		return nil, false, false
+	case <-t.C:
+		return nil, false, false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, ok := f.results[row]
+	if !ok {
+		return nil, false, false
+	}
+	// the entry was sealed for Redis: strip the checksum as a reply would be
+	body, err := openEntry(r.entry)
+	if r.absent {
+		return nil, true, true
+	}
+	if err != nil {
+		return nil, false, false
+	}
+	return body, false, true
+}

@@ -1,0 +1,192 @@
+package writethrough
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gorm.io/gorm"
+)
+
+// Invalidate drops the cached entries of the given models (structs, pointers
+// to structs, or slices of them, with their primary keys set). Use it after
+// writing rows in a way the plugin does not see, such as raw SQL through
+// db.Exec, once that write has committed. Readers use the database for
+// Config.ContendedTTL, then fill again.
+func (p *Plugin) Invalidate(ctx context.Context, models ...any) error {
+	var keys []string
+	for _, m := range models {
+		mi, err := p.modelOf(m)
+		if err != nil {
+			return err
+		}
+		if !mi.cached {
+			continue
+		}
+		for _, r := range p.modelKeys(ctx, mi, reflect.ValueOf(m)) {
+			keys = append(keys, r.key.row)
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	if err := p.poison(ctx, keys); err != nil {
+		return fmt.Errorf("writethrough: invalidate: %w", err)
+	}
+	return nil
+}
+
+// InvalidateTable drops every cached entry of model's table at once, in one
+// round trip whatever the table's size, and with no cost on the read path:
+// it bumps the generation that every entry of the table is checked against.
+func (p *Plugin) InvalidateTable(ctx context.Context, model any) error {
+	mi, err := p.modelOf(model)
+	if err != nil {
+		return err
+	}
+	if err := p.bumpTable(ctx, mi.tableEsc); err != nil {
+		return fmt.Errorf("writethrough: invalidate table %s: %w", mi.schema.Table, err)
+	}
+	return nil
+}
+
+// modelOf parses a model's schema the way the *gorm.DB the plugin is
+// installed on does.
+func (p *Plugin) modelOf(model any) (*modelInfo, error) {
+	if p.db == nil {
+		return nil, fmt.Errorf("writethrough: the plugin is not installed (db.Use)")
+	}
+	stmt := &gorm.Statement{DB: p.db}
+	if err := stmt.Parse(model); err != nil {
+		return nil, fmt.Errorf("writethrough: %T: %w", model, err)
+	}
+	return p.model(stmt.Schema), nil
+}
+
+// bumpTable bumps the generation of every shard of a table.
+func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
+	mi := &modelInfo{tableEsc: tableEsc}
+	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i := 0; i < p.cfg.TableShards; i++ {
+			gen, _ := mi.shardKeys(p.cfg.Prefix, i)
+			pipe.Incr(ctx, gen)
+		}
+		return nil
+	})
+	if err == nil {
+		p.stats.invalidations.Add(uint64(p.cfg.TableShards))
+	}
+	return err
+}
+
+// poison marks row keys contended: any entry, lease or fence on them is
+// replaced, so no fill that began before can land, and readers use the
+// database until it expires. Generation keys (":g") are bumped instead.
+func (p *Plugin) poison(ctx context.Context, keys []string) error {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
+	defer cancel()
+	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, k := range keys {
+			if strings.HasSuffix(k, ":g") && strings.Contains(k, "}:") && !strings.Contains(k, "}:k:") {
+				pipe.Incr(ctx, k)
+			} else {
+				pipe.Set(ctx, k, "C", p.cfg.ContendedTTL)
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		p.stats.invalidations.Add(uint64(len(keys)))
+	}
+	return err
+}
+
+// dirtyKeys are keys whose writes committed without a fence (policy
+// Available, Redis unreachable). Until their invalidation lands, this
+// process reads them from the database; a background loop retries.
+type dirtyKeys struct {
+	n       atomic.Int64 // fast path: zero means nothing is dirty
+	mu      sync.Mutex
+	keys    map[string]struct{}
+	running bool
+}
+
+func (d *dirtyKeys) init() { d.keys = map[string]struct{}{} }
+
+// contains reports whether any row (or its shard) of refs is dirty.
+func (d *dirtyKeys) contains(refs []keyRef) bool {
+	if d.n.Load() == 0 {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range refs {
+		if _, ok := d.keys[r.key.row]; ok {
+			return true
+		}
+		if _, ok := d.keys[r.key.gen]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// queueInvalidation marks keys dirty and makes sure the retry loop runs.
+func (p *Plugin) queueInvalidation(keys []string, cause error) {
+	if len(keys) == 0 {
+		return
+	}
+	p.cfg.Logger.Warn("writethrough: write committed without fencing its keys (policy available); invalidating them once Redis answers", "keys", len(keys), "error", cause)
+	d := &p.dirty
+	d.mu.Lock()
+	for _, k := range keys {
+		d.keys[k] = struct{}{}
+	}
+	d.n.Store(int64(len(d.keys)))
+	start := !d.running
+	d.running = true
+	d.mu.Unlock()
+	if start {
+		go p.invalidateLoop()
+	}
+}
+
+// invalidateLoop retries the queued invalidations until they all land.
+func (p *Plugin) invalidateLoop() {
+	d := &p.dirty
+	delay := 10 * time.Millisecond
+	for {
+		d.mu.Lock()
+		keys := make([]string, 0, len(d.keys))
+		for k := range d.keys {
+			keys = append(keys, k)
+		}
+		if len(keys) == 0 {
+			d.running = false
+			d.mu.Unlock()
+			return
+		}
+		d.mu.Unlock()
+
+		if err := p.poison(context.Background(), keys); err != nil {
+			p.stats.redisErrors.Add(1)
+			time.Sleep(delay)
+			delay = min(delay*2, time.Second)
+			continue
+		}
+		d.mu.Lock()
+		for _, k := range keys {
+			delete(d.keys, k)
+		}
+		d.n.Store(int64(len(d.keys)))
+		d.mu.Unlock()
+		delay = 10 * time.Millisecond
+	}
+}

@@ -1,0 +1,194 @@
+package writethrough
+
+import (
+	"database/sql/driver"
+	"hash/crc32"
+	"reflect"
+	"strconv"
+	"time"
+
+	"gorm.io/gorm/schema"
+)
+
+// Key layout. Every key of a table lives in one of TableShards Redis Cluster
+// hash slots, named by the hash tag {table:shard}; the row keys of a shard and
+// the two keys that invalidate the whole shard at once share that slot, so a
+// script may touch all three and still run unchanged on Redis Cluster:
+//
+//	<prefix>:{<table>:<shard>}:k:<pk>[:<pk>...]  one row (value, lease, fence)
+//	<prefix>:{<table>:<shard>}:g                 the shard's generation
+//	<prefix>:{<table>:<shard>}:f                 the shard's table-level fence
+//
+// The table name and every key value are escaped (see appendEscaped), so no
+// two rows share a key whatever their keys contain, and no key value can open
+// a hash tag of its own. The schema fingerprint is not part of the key but of
+// the entry: two binaries with different layouts of the same table then fence
+// the same key on writes, and merely refuse to decode each other's entries.
+
+// rowKey names one row's entry and the shard keys that guard it.
+type rowKey struct {
+	row   string // the row's entry
+	gen   string // the shard's generation counter
+	fence string // the shard's table-level fence
+}
+
+// appendEscaped appends s so that the result holds only [A-Za-z0-9._-] and
+// '%', with every other byte written as %XX. It is injective, and since ':',
+// '{' and '}' are always escaped, an escaped part never splits a key or opens
+// a Redis hash tag.
+func appendEscaped(dst []byte, s string) []byte {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isPlainKeyByte(c) {
+			dst = append(dst, c)
+			continue
+		}
+		dst = append(dst, '%', hex[c>>4], hex[c&15])
+	}
+	return dst
+}
+
+func isPlainKeyByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+}
+
+// shardKeys builds the generation and fence keys of one shard of a table.
+func (mi *modelInfo) shardKeys(prefix string, shard int) (gen, fence string) {
+	base := mi.shardBase(prefix, shard)
+	return base + ":g", base + ":f"
+}
+
+func (mi *modelInfo) shardBase(prefix string, shard int) string {
+	b := make([]byte, 0, len(prefix)+len(mi.tableEsc)+12)
+	b = append(b, prefix...)
+	b = append(b, ":{"...)
+	b = append(b, mi.tableEsc...)
+	b = append(b, ':')
+	b = strconv.AppendInt(b, int64(shard), 10)
+	b = append(b, '}')
+	return string(b)
+}
+
+// key builds the keys of the row whose primary-key parts are parts (already
+// canonical, see keyPart).
+func (mi *modelInfo) key(prefix string, shards int, parts []string) rowKey {
+	var pk []byte
+	for i, part := range parts {
+		if i > 0 {
+			pk = append(pk, ':')
+		}
+		pk = appendEscaped(pk, part)
+	}
+	shard := int(crc32.ChecksumIEEE(pk) % uint32(shards))
+	base := mi.shardBase(prefix, shard)
+	return rowKey{row: base + ":k:" + string(pk), gen: base + ":g", fence: base + ":f"}
+}
+
+// keyPart turns a primary-key value (from a condition or a model) into the
+// canonical text the key is built from. It reports false when the value
+// cannot be matched to the field reliably; the caller then does not use the
+// cache. Integers are written in decimal whatever their Go type, so that
+// Where("id = ?", int64(1)), Where("id = ?", "1") and a uint field all name
+// the same row.
+func keyPart(field *schema.Field, v any) (string, bool) {
+	v, ok := plainValue(v)
+	if !ok || v == nil {
+		return "", false
+	}
+	switch fieldKind(field) {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		switch x := v.(type) {
+		case int64:
+			return strconv.FormatInt(x, 10), true
+		case uint64:
+			return strconv.FormatUint(x, 10), true
+		case string:
+			// Only canonical decimals: "01" or " 1" would match row 1 in the
+			// database but name another key here.
+			if n, err := strconv.ParseInt(x, 10, 64); err == nil && strconv.FormatInt(n, 10) == x {
+				return x, true
+			}
+		}
+		return "", false
+	default:
+		switch x := v.(type) {
+		case string:
+			return x, true
+		case []byte:
+			return string(x), true
+		case int64:
+			return strconv.FormatInt(x, 10), true
+		case uint64:
+			return strconv.FormatUint(x, 10), true
+		}
+		return "", false
+	}
+}
+
+// fieldKind is the kind of a field's type with pointers removed.
+func fieldKind(field *schema.Field) reflect.Kind {
+	t := field.FieldType
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind()
+}
+
+// plainValue reduces v to one of nil, int64, uint64, float64, bool, []byte,
+// string or time.Time: pointers are followed, driver.Valuer is called, and
+// named basic types are converted. It reports false for anything else.
+func plainValue(v any) (any, bool) {
+	for i := 0; i < 8; i++ { // bounded: a Valuer returning itself must not loop
+		switch x := v.(type) {
+		case nil:
+			return nil, true
+		case int64, uint64, float64, bool, []byte, string, time.Time:
+			return x, true
+		case int:
+			return int64(x), true
+		case int32:
+			return int64(x), true
+		case uint:
+			return uint64(x), true
+		case uint32:
+			return uint64(x), true
+		case driver.Valuer:
+			if rv := reflect.ValueOf(x); rv.Kind() == reflect.Pointer && rv.IsNil() {
+				return nil, true
+			}
+			dv, err := x.Value()
+			if err != nil {
+				return nil, false
+			}
+			v = dv
+			continue
+		}
+		rv := reflect.ValueOf(v)
+		switch rv.Kind() {
+		case reflect.Pointer:
+			if rv.IsNil() {
+				return nil, true
+			}
+			v = rv.Elem().Interface()
+			continue
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			return rv.Int(), true
+		case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+			return rv.Uint(), true
+		case reflect.Float32, reflect.Float64:
+			return rv.Float(), true
+		case reflect.Bool:
+			return rv.Bool(), true
+		case reflect.String:
+			return rv.String(), true
+		case reflect.Slice:
+			if rv.Type().Elem().Kind() == reflect.Uint8 {
+				return rv.Bytes(), true
+			}
+		}
+		return nil, false
+	}
+	return nil, false
+}

@@ -1,0 +1,247 @@
+package writethrough
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+
+	"gorm.io/gorm"
+)
+
+// GORM runs after-create/update/delete callbacks before COMMIT, and nothing
+// in GORM runs when a transaction commits or rolls back. So the plugin wraps
+// the connection pool: every transaction begun through it is a *txConn, which
+// holds the fences its statements took and the values they will publish, and
+// publishes them only once the outermost COMMIT has succeeded.
+
+// connPool wraps the pool GORM was opened with.
+type connPool struct {
+	gorm.ConnPool
+	p *Plugin
+}
+
+// wrapConnPool installs the wrapper under db, and under a prepared-statement
+// pool if GORM was opened with PrepareStmt, so that prepared statements,
+// db.DB() and every session see the same wrapped pool.
+func (p *Plugin) wrapConnPool(db *gorm.DB) {
+	if ps, ok := db.ConnPool.(*gorm.PreparedStmtDB); ok {
+		if _, done := ps.ConnPool.(*connPool); !done {
+			ps.ConnPool = &connPool{ConnPool: ps.ConnPool, p: p}
+		}
+		return
+	}
+	if _, done := db.ConnPool.(*connPool); done {
+		return
+	}
+	w := &connPool{ConnPool: db.ConnPool, p: p}
+	db.ConnPool = w
+	db.Statement.ConnPool = w
+}
+
+// BeginTx implements gorm.ConnPoolBeginner.
+func (c *connPool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
+	var inner gorm.Tx
+	switch b := c.ConnPool.(type) {
+	case gorm.TxBeginner:
+		tx, err := b.BeginTx(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		inner = tx
+	case gorm.ConnPoolBeginner:
+		cp, err := b.BeginTx(ctx, opts)
+		if err != nil {
+			return nil, err
+		}
+		tx, ok := cp.(gorm.Tx)
+		if !ok {
+			return nil, fmt.Errorf("writethrough: %T began a transaction that is not a gorm.Tx: %w", b, gorm.ErrInvalidTransaction)
+		}
+		inner = tx
+	default:
+		return nil, gorm.ErrInvalidTransaction
+	}
+	return &txConn{Tx: inner, p: c.p, ctx: ctx, token: c.p.newToken(), parent: c}, nil
+}
+
+// GetDBConn implements gorm.GetDBConnector, so db.DB() keeps working.
+func (c *connPool) GetDBConn() (*sql.DB, error) { return getDBConn(c.ConnPool) }
+
+func getDBConn(cp gorm.ConnPool) (*sql.DB, error) {
+	switch x := cp.(type) {
+	case *sql.DB:
+		return x, nil
+	case gorm.GetDBConnector:
+		return x.GetDBConn()
+	}
+	return nil, gorm.ErrInvalidDB
+}
+
+// txConn is a transaction begun through the plugin.
+type txConn struct {
+	gorm.Tx
+	p      *Plugin
+	ctx    context.Context
+	token  string // fences taken by this transaction carry it
+	parent *connPool
+
+	mu         sync.Mutex
+	rows       map[string]*pendingRow   // by row key
+	tables     map[string]*pendingTable // by gen key
+	seq        int                      // bumped by every recorded change
+	savepoints []savepoint
+	poisoned   error // strict policy: a fence failed, COMMIT must not happen
+}
+
+// pendingRow is a fenced row and the state to publish after COMMIT.
+type pendingRow struct {
+	write rowWrite
+	seq   int
+}
+
+// pendingTable is a fenced table shard.
+type pendingTable struct {
+	gen, fence string
+	seq        int
+}
+
+type savepoint struct {
+	name string
+	seq  int
+}
+
+// GetDBConn implements gorm.GetDBConnector, so db.DB() works inside a
+// transaction as it does on a *sql.Tx.
+func (t *txConn) GetDBConn() (*sql.DB, error) { return t.parent.GetDBConn() }
+
+// record keeps fenced rows and shards until the transaction ends. A later
+// write of the same row replaces the earlier one: its value was read after.
+func (t *txConn) record(rows []rowWrite, tables []pendingTable) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seq++
+	if t.rows == nil {
+		t.rows = map[string]*pendingRow{}
+		t.tables = map[string]*pendingTable{}
+	}
+	for _, w := range rows {
+		t.rows[w.key.row] = &pendingRow{write: w, seq: t.seq}
+	}
+	for _, tb := range tables {
+		tb.seq = t.seq
+		t.tables[tb.gen] = &tb
+	}
+}
+
+// poison makes Commit roll back instead: a write in the transaction could
+// not be fenced and the policy is Strict.
+func (t *txConn) poison(err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.poisoned == nil {
+		t.poisoned = err
+	}
+}
+
+// savepointCreated and savepointRolledBack follow SAVEPOINT and ROLLBACK TO
+// SAVEPOINT statements, which GORM issues through Exec.
+func (t *txConn) savepointCreated(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.seq++
+	t.savepoints = append(t.savepoints, savepoint{name: name, seq: t.seq})
+}
+
+func (t *txConn) savepointRolledBack(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := len(t.savepoints) - 1; i >= 0; i-- {
+		sp := t.savepoints[i]
+		if sp.name != name {
+			continue
+		}
+		// State written after the savepoint is gone from the database, but
+		// its fences stay: the finish drops them instead of publishing.
+		for _, r := range t.rows {
+			if r.seq > sp.seq {
+				r.write.kind = kindDrop
+			}
+		}
+		t.savepoints = t.savepoints[:i+1] // the savepoint itself survives ROLLBACK TO
+		return
+	}
+}
+
+// Commit implements gorm.TxCommitter: COMMIT, then publish.
+func (t *txConn) Commit() error {
+	t.mu.Lock()
+	poisoned := t.poisoned
+	t.mu.Unlock()
+	if poisoned != nil {
+		rbErr := t.Tx.Rollback()
+		t.finish(false)
+		return errors.Join(fmt.Errorf("writethrough: transaction rolled back: %w", poisoned), rbErr)
+	}
+	err := t.Tx.Commit()
+	if t.p.hooks != nil && t.p.hooks.afterCommit != nil {
+		t.p.hooks.afterCommit()
+	}
+	t.finish(err == nil)
+	return err
+}
+
+// Rollback implements gorm.TxCommitter: ROLLBACK, then drop the fences.
+func (t *txConn) Rollback() error {
+	err := t.Tx.Rollback()
+	t.finish(false)
+	return err
+}
+
+// finish publishes (committed) or releases (rolled back) everything the
+// transaction fenced, in one round trip. A COMMIT that returned an error may
+// or may not have happened, so it publishes nothing: the fences are dropped
+// and the next reads fill from the database.
+func (t *txConn) finish(committed bool) {
+	t.mu.Lock()
+	rows, tables := t.rows, t.tables
+	t.rows, t.tables = nil, nil
+	t.mu.Unlock()
+	if len(rows) == 0 && len(tables) == 0 {
+		return
+	}
+	writes := make([]rowWrite, 0, len(rows))
+	for _, r := range rows {
+		w := r.write
+		if !committed {
+			w.kind = kindRelease
+		}
+		writes = append(writes, w)
+	}
+	shards := make([]pendingTable, 0, len(tables))
+	for _, tb := range tables {
+		shards = append(shards, *tb)
+	}
+	t.p.finishWrites(context.WithoutCancel(t.ctx), t.token, writes, shards)
+}
+
+// txOf returns the plugin's transaction behind a statement's pool, if any.
+func txOf(cp gorm.ConnPool) *txConn {
+	switch x := cp.(type) {
+	case *txConn:
+		return x
+	case *gorm.PreparedStmtTX:
+		if t, ok := x.Tx.(*txConn); ok {
+			return t
+		}
+	}
+	return nil
+}
+
+// inTransaction reports whether a statement runs inside any transaction,
+// the plugin's or one it cannot see (begun on a db.Connection, say).
+func inTransaction(cp gorm.ConnPool) bool {
+	_, ok := cp.(gorm.TxCommitter)
+	return ok
+}
