@@ -14,6 +14,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"gorm.io/driver/mysql"
 	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
@@ -49,6 +50,14 @@ func backends(t testing.TB) []backend {
 		}
 		out = append(out, backend{name: name, dialect: "postgres", sqlOpen: openPostgres, open: postgresDialector, redis: r})
 	}
+	if dsn := os.Getenv("WT_MYSQL_DSN"); dsn != "" {
+		r := miniRedis
+		name := "mysql+miniredis"
+		if os.Getenv("WT_REDIS_ADDR") != "" {
+			r, name = realRedis, "mysql+redis"
+		}
+		out = append(out, backend{name: name, dialect: "mysql", sqlOpen: openMySQL, open: mysqlDialector, redis: r})
+	}
 	return out
 }
 
@@ -81,6 +90,18 @@ func openPostgres(t testing.TB) *sql.DB {
 
 func postgresDialector(t testing.TB, pool gorm.ConnPool) gorm.Dialector {
 	return postgres.New(postgres.Config{Conn: pool})
+}
+
+func openMySQL(t testing.TB) *sql.DB {
+	db, err := sql.Open("mysql", os.Getenv("WT_MYSQL_DSN"))
+	require.NoError(t, err)
+	require.NoError(t, db.Ping(), "WT_MYSQL_DSN is set but MySQL/MariaDB cannot be reached")
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+func mysqlDialector(t testing.TB, pool gorm.ConnPool) gorm.Dialector {
+	return mysql.New(mysql.Config{Conn: pool})
 }
 
 func miniRedis(t testing.TB) redis.UniversalClient {
