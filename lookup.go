@@ -185,13 +185,43 @@ func (pp *pkPins) addAll(p *Plugin, mi *modelInfo, stmt *gorm.Statement, exprs [
 	}
 	for _, e := range exprs {
 		if !pp.addExpr(mi, stmt, e) {
-			if pure {
+			if pure || !narrowsOnly(e) {
 				return false
 			}
 			pp.other = true
 		}
 	}
 	return true
+}
+
+// narrowsOnly reports whether an expression GORM joins to its neighbours is
+// certain to be AND-ed with them. A single-element OrConditions is joined
+// with OR, and hand-written SQL is only parenthesised when it contains the
+// literal " OR " or " AND ", so SQL with an OR spelled otherwise (a newline,
+// a tab) could escape its place: such expressions do not bound a write.
+func narrowsOnly(e clause.Expression) bool {
+	switch x := e.(type) {
+	case clause.OrConditions:
+		return false
+	case clause.Expr:
+		return !hasOrToken(x.SQL)
+	case clause.NamedExpr:
+		return !hasOrToken(x.SQL)
+	}
+	return true
+}
+
+// hasOrToken reports whether sql contains OR as a word, in any spacing.
+func hasOrToken(sql string) bool {
+	words := strings.FieldsFunc(sql, func(r rune) bool {
+		return !(r == '_' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	})
+	for _, w := range words {
+		if strings.EqualFold(w, "OR") {
+			return true
+		}
+	}
+	return false
 }
 
 // addExpr adds one expression and reports whether it was understood as a
