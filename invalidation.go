@@ -94,7 +94,7 @@ func (p *Plugin) poison(ctx context.Context, keys []string) error {
 	defer cancel()
 	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, k := range keys {
-			if strings.HasSuffix(k, ":g") && strings.Contains(k, "}:") && !strings.Contains(k, "}:k:") {
+			if strings.HasSuffix(k, "}:g") { // a shard generation; row keys never end so ('}' is escaped)
 				pipe.Incr(ctx, k)
 			} else {
 				pipe.Set(ctx, k, "C", p.cfg.ContendedTTL)
