@@ -505,27 +505,22 @@ func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
-	gens := make([]*redis.StringCmd, len(writes))
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, w := range writes {
-			pipe.Set(ctx, w.key.row, "F"+token, p.cfg.LockTTL)
-			gens[i] = pipe.Get(ctx, w.key.gen)
+	lockMS := strconvMS(p.cfg.LockTTL)
+	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, w := range writes {
+			fenceScript.EvalSha(ctx, pipe, []string{w.key.row, w.key.gen}, token, lockMS)
 		}
 		return nil
 	})
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil {
 		return err
 	}
-	for i, g := range gens {
-		v, err := g.Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-			writes[i].gen = "0"
-		case err != nil:
+	for i, c := range cmds {
+		g, err := c.(*redis.Cmd).Text()
+		if err != nil {
 			return err
-		default:
-			writes[i].gen = v
 		}
+		writes[i].gen = g
 	}
 	return nil
 }
@@ -539,10 +534,10 @@ func (p *Plugin) fenceTables(ctx context.Context, token string, tables []pending
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	lockMS := strconvMS(p.cfg.LockTTL)
+	_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, t := range tables {
-			pipe.Incr(ctx, t.gen)
-			pipe.Set(ctx, t.fence, token, p.cfg.LockTTL)
+			tableFenceScript.EvalSha(ctx, pipe, []string{t.gen, t.fence}, token, lockMS)
 		}
 		return nil
 	})

@@ -236,3 +236,10 @@ func (t *countingTx) QueryRowContext(ctx context.Context, query string, args ...
 	t.c.count(query)
 	return t.Tx.QueryRowContext(ctx, query, args...)
 }
+
+// stmtSchema parses a model's schema as the test's DB does.
+func (e *env) stmtSchema(model any) *schema.Schema {
+	stmt := &gorm.Statement{DB: e.db}
+	require.NoError(e.t, stmt.Parse(model))
+	return stmt.Schema
+}

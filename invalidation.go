@@ -73,10 +73,10 @@ func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
 	mi := &modelInfo{tableEsc: tableEsc}
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i := 0; i < p.cfg.TableShards; i++ {
 			gen, _ := mi.shardKeys(p.cfg.Prefix, i)
-			pipe.Incr(ctx, gen)
+			bumpScript.EvalSha(ctx, pipe, []string{gen})
 		}
 		return nil
 	})
@@ -92,10 +92,10 @@ func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
 func (p *Plugin) poison(ctx context.Context, keys []string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, k := range keys {
 			if strings.HasSuffix(k, "}:g") { // a shard generation; row keys never end so ('}' is escaped)
-				pipe.Incr(ctx, k)
+				bumpScript.EvalSha(ctx, pipe, []string{k})
 			} else {
 				pipe.Set(ctx, k, "C", p.cfg.ContendedTTL)
 			}

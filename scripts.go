@@ -19,6 +19,22 @@ import (
 // key exists a table-level write is in flight and no key of the shard is
 // served or filled. Every script below touches the keys of one shard only.
 
+// genLua defines gen(k): the shard generation at k. A missing generation
+// (never set, or evicted under an allkeys-* policy) must not read as a value
+// an older entry could carry, or that entry would be served again; it is
+// set to the server's clock in microseconds, which is beyond any value the
+// lost counter reached unless it was bumped more than once a microsecond.
+const genLua = `
+local function gen(k)
+  local g = redis.call('GET', k)
+  if g then return g end
+  local t = redis.call('TIME')
+  g = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('SET', k, g)
+  return g
+end
+`
+
 // readScript serves a read. It returns the entry ("V..." or "N") when it is
 // current, "G" when the key was empty or stale and the caller now holds the
 // lease ARGV[1], "X" likewise but it replaced an entry of another layout,
@@ -26,9 +42,9 @@ import (
 // fence, "C") when the caller must read the database without filling.
 //
 // KEYS: row, gen, fence. ARGV: lease id, lease TTL ms, fingerprint.
-var readScript = redis.NewScript(`
+var readScript = redis.NewScript(genLua + `
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'B' end
-local g = redis.call('GET', KEYS[2]) or '0'
+local g = gen(KEYS[2])
 local v = redis.call('GET', KEYS[1])
 local granted = 'G'
 if v then
@@ -54,10 +70,10 @@ return granted
 // "B" as readScript does.
 //
 // KEYS: row, gen, fence. ARGV: the undecodable entry, lease id, lease TTL ms.
-var reclaimScript = redis.NewScript(`
+var reclaimScript = redis.NewScript(genLua + `
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'B' end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'B' end
-local g = redis.call('GET', KEYS[2]) or '0'
+local g = gen(KEYS[2])
 redis.call('SET', KEYS[1], 'L' .. ARGV[2] .. '|' .. g, 'PX', ARGV[3])
 return 'G'
 `)
@@ -70,13 +86,13 @@ return 'G'
 //
 // KEYS: row, gen, fence. ARGV: lease id, kind (V, N or D), TTL ms,
 // fingerprint, entry.
-var fillScript = redis.NewScript(`
+var fillScript = redis.NewScript(genLua + `
 local v = redis.call('GET', KEYS[1])
 if not v or string.sub(v, 1, 1) ~= 'L' then return 0 end
 local p = string.find(v, '|', 2, true)
 if not p or string.sub(v, 2, p - 1) ~= ARGV[1] then return 0 end
 local g = string.sub(v, p + 1)
-if ARGV[2] == 'D' or redis.call('EXISTS', KEYS[3]) == 1 or (redis.call('GET', KEYS[2]) or '0') ~= g then
+if ARGV[2] == 'D' or redis.call('EXISTS', KEYS[3]) == 1 or gen(KEYS[2]) ~= g then
   redis.call('DEL', KEYS[1])
   return 0
 end
@@ -98,12 +114,12 @@ return 1
 //
 // KEYS: row, gen, fence. ARGV: token, generation read at fence time, kind,
 // TTL ms, fingerprint, entry, contended TTL ms.
-var finishScript = redis.NewScript(`
+var finishScript = redis.NewScript(genLua + `
 if redis.call('GET', KEYS[1]) ~= 'F' .. ARGV[1] then
   redis.call('SET', KEYS[1], 'C', 'PX', ARGV[7])
   return 0
 end
-if ARGV[3] == 'D' or redis.call('EXISTS', KEYS[3]) == 1 or (redis.call('GET', KEYS[2]) or '0') ~= ARGV[2] then
+if ARGV[3] == 'D' or redis.call('EXISTS', KEYS[3]) == 1 or gen(KEYS[2]) ~= ARGV[2] then
   redis.call('DEL', KEYS[1])
   return 2
 end
@@ -128,13 +144,44 @@ return 0
 // flight must not survive this one) and drops the fence if it is its own.
 //
 // KEYS: gen, fence. ARGV: token.
-var tableFinishScript = redis.NewScript(`
+var tableFinishScript = redis.NewScript(genLua + `
+gen(KEYS[1])
 redis.call('INCR', KEYS[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 `)
 
-var allScripts = []*redis.Script{readScript, reclaimScript, fillScript, finishScript, releaseScript, tableFinishScript}
+// fenceScript takes a writer's fence on a row and returns the shard's
+// generation as it was when the fence landed.
+//
+// KEYS: row, gen. ARGV: token, lock TTL ms.
+var fenceScript = redis.NewScript(genLua + `
+redis.call('SET', KEYS[1], 'F' .. ARGV[1], 'PX', ARGV[2])
+return gen(KEYS[2])
+`)
+
+// tableFenceScript starts a table-level write on one shard: the generation
+// is bumped (no entry of the shard is served any more) and the fence key
+// stops fills until the write finishes or the fence expires.
+//
+// KEYS: gen, fence. ARGV: token, lock TTL ms.
+var tableFenceScript = redis.NewScript(genLua + `
+gen(KEYS[1])
+redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 1
+`)
+
+// bumpScript bumps a shard's generation: every entry of the shard stops
+// being served, and fills that began before are dropped.
+//
+// KEYS: gen.
+var bumpScript = redis.NewScript(genLua + `
+gen(KEYS[1])
+return redis.call('INCR', KEYS[1])
+`)
+
+var allScripts = []*redis.Script{readScript, reclaimScript, fillScript, finishScript, releaseScript, tableFinishScript, fenceScript, tableFenceScript, bumpScript}
 
 // isNoScript reports a NOSCRIPT reply: the server has not seen the script.
 func isNoScript(err error) bool {
