@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"time"
 
@@ -67,15 +68,28 @@ const (
 	instanceState   = "writethrough:state"    // per-statement write state
 )
 
-// stmtState carries a statement's fences from its before- to its
-// after-callback (auto-commit) or to the end of a transaction GORM began on a
-// pool the plugin does not see (db.Connection).
+// stmtState is a statement's write state, from its before- to its
+// after-callback.
 type stmtState struct {
-	token   string
-	fenced  map[string]rowWrite // auto-commit: keys fenced before the SQL
-	tables  []pendingTable      // table shards fenced
-	pending []rowWrite          // fenced, waiting for the after-commit callback
+	refs  []keyRef // rows named before the SQL ran (the model may change)
+	known bool     // false: the rows cannot be named; the table is fenced
+	// auto-commit (no transaction): fences are taken before the SQL
+	auto   bool
+	token  string
+	fenced map[string]rowWrite
+	tables []pendingTable
 }
+
+// pendingCommit is what a statement fenced inside a transaction that GORM
+// began on a pool the plugin does not wrap (db.Connection); the
+// after-commit callback finishes it.
+type pendingCommit struct {
+	token  string
+	writes []rowWrite
+	tables []pendingTable
+}
+
+const instancePending = "writethrough:pending"
 
 func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	cb := db.Callback()
@@ -116,31 +130,40 @@ func (p *Plugin) writeModel(db *gorm.DB) *modelInfo {
 	return mi
 }
 
-// beforeWrite fences, in auto-commit mode, the keys a statement will change,
-// before the change becomes visible. Inside a transaction nothing is visible
-// before COMMIT, so the fence waits for the after-callback.
+// beforeWrite names the rows a statement will change, before the SQL runs
+// (an UPDATE may change the model's own key), and in auto-commit mode fences
+// them before the change becomes visible. Inside a transaction nothing is
+// visible before COMMIT, so the fence waits for the after-callback.
 func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
-		if db.Error != nil || inTransaction(db.Statement.ConnPool) {
+		if db.Error != nil {
 			return
 		}
 		mi := p.writeModel(db)
 		if mi == nil {
 			return
 		}
-		ctx := db.Statement.Context
-		st := &stmtState{token: p.newToken(), fenced: map[string]rowWrite{}}
+		st := &stmtState{}
+		st.refs, st.known = p.affectedKeys(db, mi, op)
+		if op == opDelete && st.known && !mi.intKeys {
+			st.refs = dedupe(append(st.refs, p.realKeysBeforeDelete(db, mi, st.refs)...))
+		}
 		db.InstanceSet(instanceState, st)
-		refs, known := p.affectedKeys(db, mi, op)
-		if !known {
+		if db.Error != nil || inTransaction(db.Statement.ConnPool) {
+			return
+		}
+
+		ctx := db.Statement.Context
+		st.auto, st.token, st.fenced = true, p.newToken(), map[string]rowWrite{}
+		if !st.known {
 			st.tables = mi.allShards(p)
 			if err := p.fenceTables(ctx, st.token, st.tables); err != nil {
-				p.fenceFailed(db, nil, err, mi.allShardRows(p))
+				p.fenceFailed(db, nil, err, p.shardRowsOf(st.tables))
 			}
 			return
 		}
-		writes := make([]rowWrite, len(refs))
-		for i, r := range refs {
+		writes := make([]rowWrite, len(st.refs))
+		for i, r := range st.refs {
 			writes[i] = rowWrite{key: r.key, kind: kindDrop}
 		}
 		if err := p.fence(ctx, st.token, writes); err != nil {
@@ -159,83 +182,90 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		mi := p.writeModel(db)
-		if mi == nil {
+		v, _ := db.InstanceGet(instanceState)
+		st, _ := v.(*stmtState)
+		if mi == nil || st == nil {
 			return
 		}
 		ctx := db.Statement.Context
-		st, _ := db.InstanceGet(instanceState)
-		auto, _ := st.(*stmtState)
 		if db.Error != nil {
-			if auto != nil { // the auto-commit statement failed: nothing changed
-				p.finishWrites(ctx, auto.token, releaseAll(auto.fenced), auto.tables)
+			if st.auto { // the auto-commit statement failed: nothing changed
+				p.finishWrites(ctx, st.token, releaseAll(st.fenced), st.tables)
 			}
 			return
 		}
-		if auto != nil && auto.tables != nil {
-			p.finishWrites(ctx, auto.token, nil, auto.tables)
+		if st.auto && st.tables != nil {
+			p.finishWrites(ctx, st.token, nil, st.tables)
 			return
 		}
 
-		refs, known := p.affectedKeys(db, mi, op)
-		if auto != nil {
-			refs = mergeFenced(refs, auto.fenced)
+		refs, known := st.refs, st.known
+		if op == opCreate && known { // keys the database assigned are set now
+			refs = dedupe(append(refs, p.modelKeys(ctx, mi, db.Statement.ReflectValue)...))
+		}
+		if known && op == opUpdate && changesKey(db, mi, refs) {
+			known = false
 		}
 		if !known {
-			p.fenceTableInTx(db, mi)
+			if !st.auto {
+				p.fenceInTx(db, nil, mi.allShards(p))
+				return
+			}
+			// Auto-commit, committed already: invalidate the table now (a
+			// crash before this leaves the row fences to expire) and drop
+			// the rows fenced before the SQL.
+			tables := mi.allShards(p)
+			if err := p.fenceTables(ctx, st.token, tables); err != nil {
+				p.queueInvalidation(p.shardRowsOf(tables), err)
+			}
+			p.finishWrites(ctx, st.token, dropAll(st.fenced), tables)
 			return
 		}
 		if len(refs) == 0 {
 			return
 		}
-		writes, err := p.readBack(db, mi, refs)
+		writes, err := p.readBack(db, mi, refs, op == opDelete)
 		if err != nil {
-			// The row could not be read back: publish nothing, only fences
+			// The rows could not be read back: publish nothing, only fences
 			// that make the next read go to the database.
 			p.cfg.Logger.WarnContext(ctx, "writethrough: reading back written rows failed; invalidating them", "table", mi.schema.Table, "error", err)
 			for i := range writes {
 				writes[i].kind = kindDrop
 			}
 		}
-
-		if auto != nil {
-			// Auto-commit: the SQL has committed. Fence what was not fenced
-			// before it (keys the database assigned), then finish.
-			var late []rowWrite
-			for i, w := range writes {
-				if f, ok := auto.fenced[w.key.row]; ok {
-					writes[i].gen = f.gen
-				} else {
-					late = append(late, w)
-				}
-			}
-			if len(late) > 0 {
-				if err := p.fence(ctx, auto.token, late); err != nil {
-					// Committed already: nothing to fail. Invalidate later.
-					p.queueInvalidation(keysOf(late), err)
-					return
-				}
-				lateGen := map[string]string{}
-				for _, w := range late {
-					lateGen[w.key.row] = w.gen
-				}
-				for i, w := range writes {
-					if g, ok := lateGen[w.key.row]; ok {
-						writes[i].gen = g
-					}
-				}
-			}
-			p.finishWrites(ctx, auto.token, writes, nil)
+		if !st.auto {
+			p.fenceInTx(db, writes, nil)
 			return
 		}
 
-		p.fenceInTx(db, writes, nil)
+		// Auto-commit: the SQL has committed. Fence what was not fenced
+		// before it (keys the database assigned, other spellings), then
+		// finish.
+		var late []int
+		for i, w := range writes {
+			if f, ok := st.fenced[w.key.row]; ok {
+				writes[i].gen = f.gen
+			} else {
+				late = append(late, i)
+			}
+		}
+		if len(late) > 0 {
+			lw := make([]rowWrite, len(late))
+			for j, i := range late {
+				lw[j] = writes[i]
+			}
+			if err := p.fence(ctx, st.token, lw); err != nil {
+				// Committed already: nothing to fail. Invalidate later.
+				p.queueInvalidation(keysOf(lw), err)
+				p.finishWrites(ctx, st.token, dropAll(st.fenced), nil)
+				return
+			}
+			for j, i := range late {
+				writes[i].gen = lw[j].gen
+			}
+		}
+		p.finishWrites(ctx, st.token, writes, nil)
 	}
-}
-
-// fenceTableInTx fences every shard of the table for a write whose rows
-// cannot be named.
-func (p *Plugin) fenceTableInTx(db *gorm.DB, mi *modelInfo) {
-	p.fenceInTx(db, nil, mi.allShards(p))
 }
 
 // fenceInTx fences rows or table shards from inside a transaction and
@@ -267,7 +297,7 @@ func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable
 	case startedTransaction(db):
 		// GORM began this statement's transaction on a pool the plugin does
 		// not wrap (db.Connection): finish after its COMMIT callback.
-		db.InstanceSet(instanceState, &stmtState{token: token, pending: writes, tables: tables})
+		db.InstanceSet(instancePending, &pendingCommit{token: token, writes: writes, tables: tables})
 	default:
 		// A transaction the plugin cannot see end (begun on a db.Connection).
 		// The fences stay until LockTTL: readers use the database meanwhile.
@@ -286,20 +316,20 @@ func startedTransaction(db *gorm.DB) bool {
 // afterCommit finishes the writes of a statement whose own transaction the
 // plugin could not wrap, once GORM has committed or rolled it back.
 func (p *Plugin) afterCommit(db *gorm.DB) {
-	v, ok := db.InstanceGet(instanceState)
-	st, _ := v.(*stmtState)
-	if !ok || st == nil || st.fenced != nil {
-		return // auto-commit statements finish in their after-callback
+	v, _ := db.InstanceGet(instancePending)
+	pc, _ := v.(*pendingCommit)
+	if pc == nil {
+		return
 	}
-	writes := st.pending
+	writes := pc.writes
 	if db.Error != nil { // rolled back
-		writes = make([]rowWrite, len(st.pending))
-		for i, w := range st.pending {
+		writes = make([]rowWrite, len(pc.writes))
+		for i, w := range pc.writes {
 			w.kind = kindRelease
 			writes[i] = w
 		}
 	}
-	p.finishWrites(context.WithoutCancel(db.Statement.Context), st.token, writes, st.tables)
+	p.finishWrites(context.WithoutCancel(db.Statement.Context), pc.token, writes, pc.tables)
 }
 
 // fenceFailed applies the write policy to a fence that could not be taken.
@@ -331,6 +361,14 @@ func (p *Plugin) affectedKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef,
 		}
 		return p.modelKeys(stmt.Context, mi, stmt.ReflectValue), true
 	}
+	return p.namedKeys(db, mi)
+}
+
+// namedKeys names the rows an update or delete may touch: the model's own
+// keys when set (GORM then restricts the statement to them), else the keys
+// its WHERE clause pins down.
+func (p *Plugin) namedKeys(db *gorm.DB, mi *modelInfo) ([]keyRef, bool) {
+	stmt := db.Statement
 	if refs := p.modelKeys(stmt.Context, mi, stmt.ReflectValue); len(refs) > 0 {
 		return refs, true
 	}
@@ -406,55 +444,35 @@ func dedupe(refs []keyRef) []keyRef {
 	return out
 }
 
-// mergeFenced adds to refs the keys fenced before an auto-commit SQL ran.
-func mergeFenced(refs []keyRef, fenced map[string]rowWrite) []keyRef {
-	if len(fenced) == 0 {
-		return refs
-	}
-	have := make(map[string]bool, len(refs))
-	for _, r := range refs {
-		have[r.key.row] = true
-	}
-	for k, w := range fenced {
-		if !have[k] {
-			refs = append(refs, keyRef{key: w.key})
-		}
-	}
-	return refs
-}
-
 // readBack reads the written rows as the database now has them, through the
 // statement's own connection (so inside its transaction), and returns one
 // write per key: the row's entry, or its absence.
-func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite, error) {
+func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef, deleted bool) ([]rowWrite, error) {
 	ctx := db.Statement.Context
 	writes := make([]rowWrite, len(refs))
-	var exprs []clause.Expression
+	have := make(map[string]bool, len(refs))
 	for i, r := range refs {
 		writes[i] = rowWrite{key: r.key, kind: kindAbsent, fp: mi.fp}
+		have[r.key.row] = true
 		if r.vals == nil {
 			writes[i].kind = kindDrop // fenced by an earlier step, values unknown
-			continue
 		}
-		eqs := make([]clause.Expression, len(mi.pks))
-		for j, f := range mi.pks {
-			eqs[j] = clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName}, Value: r.vals[j]}
-		}
-		exprs = append(exprs, clause.And(eqs...))
 	}
+	exprs := pkExprs(mi, refs)
 	if len(exprs) == 0 {
 		return writes, nil
 	}
-	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
-	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: ctx}).Set(settingInternal, true)
-	if err := q.Model(rows.Interface()).Where(clause.Or(exprs...)).Find(rows.Interface()).Error; err != nil {
+	found, err := p.loadRows(db, mi, exprs, false)
+	if err != nil {
 		return writes, err
 	}
-	found := make(map[string]reflect.Value, rows.Elem().Len())
-	for i := 0; i < rows.Elem().Len(); i++ {
-		row := rows.Elem().Index(i)
-		if k, ok := mi.keyOf(ctx, p, row); ok {
-			found[k.row] = row
+	// A row found under another spelling of its key (a case-insensitive
+	// collation matched "abc" to the stored "ABC") is written under its
+	// real key, which the fence that follows covers too.
+	for k, row := range found {
+		if !have[k] {
+			key, _ := mi.keyOf(ctx, p, row)
+			writes = append(writes, rowWrite{key: key, kind: kindAbsent, fp: mi.fp})
 		}
 	}
 	ttl := p.ttl(mi.ttl)
@@ -465,7 +483,10 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 		}
 		row, ok := found[w.key.row]
 		if !ok {
-			if p.cfg.NotFoundTTL < 0 {
+			// Not found under exactly this key. For a string key the row
+			// may exist under another spelling the collation matches, so
+			// "absent" would be a guess: store nothing.
+			if p.cfg.NotFoundTTL < 0 || (!mi.intKeys && !deleted) {
 				w.kind = kindDrop
 			}
 			w.ttl = p.cfg.NotFoundTTL
@@ -480,6 +501,113 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 		w.kind, w.entry, w.ttl = kindValue, entry, ttl
 	}
 	return writes, nil
+}
+
+// loadRows reads the rows matching any of exprs through the statement's
+// own connection, by their real key. lock adds FOR UPDATE where the dialect
+// has it, so that rows read before a DELETE are the rows it deletes.
+func (p *Plugin) loadRows(db *gorm.DB, mi *modelInfo, exprs []clause.Expression, lock bool) (map[string]reflect.Value, error) {
+	ctx := db.Statement.Context
+	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
+	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: ctx}).Set(settingInternal, true)
+	q = q.Model(rows.Interface()).Where(clause.Or(exprs...))
+	if lock && db.Dialector.Name() != "sqlite" {
+		q = q.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate})
+	}
+	if err := q.Find(rows.Interface()).Error; err != nil {
+		return nil, err
+	}
+	found := make(map[string]reflect.Value, rows.Elem().Len())
+	for i := 0; i < rows.Elem().Len(); i++ {
+		row := rows.Elem().Index(i)
+		if k, ok := mi.keyOf(ctx, p, row); ok {
+			found[k.row] = row
+		}
+	}
+	return found, nil
+}
+
+// pkExprs turns keys into conditions on the primary key.
+func pkExprs(mi *modelInfo, refs []keyRef) []clause.Expression {
+	var exprs []clause.Expression
+	for _, r := range refs {
+		if r.vals == nil {
+			continue
+		}
+		eqs := make([]clause.Expression, len(mi.pks))
+		for j, f := range mi.pks {
+			eqs[j] = clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName}, Value: r.vals[j]}
+		}
+		exprs = append(exprs, clause.And(eqs...))
+	}
+	return exprs
+}
+
+// realKeysBeforeDelete reads, before a DELETE on a model with string keys,
+// the real keys of the rows it will remove: "abc" may match a stored "ABC"
+// under a case-insensitive collation, and once the row is gone its real key
+// cannot be learnt any more. The rows are locked (FOR UPDATE) where the
+// dialect can, so that they are the rows the DELETE removes.
+func (p *Plugin) realKeysBeforeDelete(db *gorm.DB, mi *modelInfo, refs []keyRef) []keyRef {
+	exprs := pkExprs(mi, refs)
+	if len(exprs) == 0 {
+		return nil
+	}
+	found, err := p.loadRows(db, mi, exprs, true)
+	if err != nil {
+		db.AddError(fmt.Errorf("writethrough: reading the rows a delete removes: %w", err))
+		return nil
+	}
+	var real []keyRef
+	for _, row := range found {
+		real = append(real, p.modelKeys(db.Statement.Context, mi, row)...)
+	}
+	return real
+}
+
+// changesKey reports whether an UPDATE assigns a primary-key column a value
+// outside the keys it was fenced on: the row then moves to a key nobody
+// fenced, so the caller falls back to the table.
+func changesKey(db *gorm.DB, mi *modelInfo, refs []keyRef) bool {
+	c, ok := db.Statement.Clauses["SET"]
+	if !ok {
+		return false
+	}
+	set, ok := c.Expression.(clause.Set)
+	if !ok {
+		return true
+	}
+	for _, a := range set {
+		for i, f := range mi.pks {
+			if a.Column.Name != f.DBName {
+				continue
+			}
+			part, ok := keyPart(f, a.Value)
+			if !ok {
+				return true
+			}
+			if !slices.ContainsFunc(refs, func(r keyRef) bool {
+				if r.vals == nil {
+					return false
+				}
+				p, ok := keyPart(f, r.vals[i])
+				return ok && p == part
+			}) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// dropAll turns fenced keys into drops.
+func dropAll(fenced map[string]rowWrite) []rowWrite {
+	out := make([]rowWrite, 0, len(fenced))
+	for _, w := range fenced {
+		w.kind = kindDrop
+		out = append(out, w)
+	}
+	return out
 }
 
 // encode turns a row into a sealed entry.

@@ -71,3 +71,60 @@ func TestEvictedGenerationServesNothingStale(t *testing.T) {
 		require.Equal(t, "new", got.Name)
 	})
 }
+
+type SKU struct {
+	Code string `gorm:"primaryKey;size:32"`
+	Name string
+}
+
+// TestDifferentlySpelledStringKeys: under a case-insensitive collation
+// (MySQL/MariaDB's default) "abc" finds the stored row "ABC". Writes and
+// deletes addressed as "abc" must leave no stale entry for "ABC", and no
+// false absence for "abc". On other dialects "abc" is another row; the
+// assertions (cache == database) hold there too.
+func TestDifferentlySpelledStringKeys(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &SKU{})
+		require.NoError(t, e.db.Create(&SKU{Code: "ABC", Name: "v1"}).Error)
+		same := func(code string) {
+			t.Helper()
+			var cached, direct []SKU
+			require.NoError(t, e.db.Find(&cached, "code = ?", code).Error)
+			require.NoError(t, e.db.Session(&gorm.Session{NewDB: true}).Set(settingInternal, true).Find(&direct, "code = ?", code).Error)
+			require.Equal(t, direct, cached, "cache and database disagree on %q", code)
+		}
+		warm := func() { same("ABC"); same("abc"); same("ABC"); same("abc") }
+
+		warm()
+		require.NoError(t, e.db.Model(&SKU{}).Where("code = ?", "abc").Update("name", "v2").Error)
+		warm()
+		require.NoError(t, e.db.Model(&SKU{Code: "abc"}).Update("name", "v3").Error)
+		warm()
+		require.NoError(t, e.db.Delete(&SKU{}, "code = ?", "abc").Error)
+		warm()
+		require.NoError(t, e.db.Save(&SKU{Code: "ABC", Name: "v4"}).Error)
+		warm()
+		require.NoError(t, e.db.Delete(&SKU{Code: "abc"}).Error)
+		warm()
+	})
+}
+
+// TestUpdateThatChangesThePrimaryKey: the row moves to a key no fence
+// covered; a cached absence there must not survive.
+func TestUpdateThatChangesThePrimaryKey(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		p := Product{Name: "mover", Price: 1}
+		require.NoError(t, e.db.Create(&p).Error)
+		newID := p.ID + 1000
+		require.ErrorIs(t, e.db.First(&Product{}, newID).Error, gorm.ErrRecordNotFound) // absence cached
+		require.ErrorIs(t, e.db.First(&Product{}, newID).Error, gorm.ErrRecordNotFound)
+
+		require.NoError(t, e.db.Model(&Product{ID: p.ID}).Update("id", newID).Error)
+
+		var got Product
+		require.NoError(t, e.db.First(&got, newID).Error)
+		require.Equal(t, "mover", got.Name)
+		require.ErrorIs(t, e.db.First(&Product{}, p.ID).Error, gorm.ErrRecordNotFound)
+	})
+}
