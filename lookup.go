@@ -366,7 +366,7 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 		return false
 	}
 	for k, part := range parts {
-		col, in, ok := parseCondition(part)
+		col, in, paren, ok := parseCondition(part)
 		if !ok {
 			return false
 		}
@@ -378,6 +378,11 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 		if in {
 			vals, ok := listValues(v)
 			if !ok {
+				if !paren {
+					// GORM writes "IN ?" with one value as "IN $1", a
+					// syntax error the database must report.
+					return false
+				}
 				vals = []any{v}
 			}
 			if !pp.add(i, vals) {
@@ -410,36 +415,34 @@ func splitAnd(s string) []string {
 }
 
 // parseCondition parses `col = ?`, `col IN ?` or `col IN (?)`, returning
-// the column as "table.name" or "name" with quotes removed.
-func parseCondition(s string) (col string, in bool, ok bool) {
+// the column as "table.name" or "name" with quotes removed, and whether the
+// placeholder was in parentheses.
+func parseCondition(s string) (col string, in, paren, ok bool) {
 	s = strings.TrimSpace(s)
 	var rest string
 	switch {
+	case strings.HasSuffix(s, "(?)"):
+		rest = strings.TrimSpace(strings.TrimSuffix(s, "(?)"))
+		in, paren = true, true
+		if !hasSuffixFold(rest, " IN") {
+			return "", false, false, false
+		}
+		rest = strings.TrimSpace(rest[:len(rest)-3])
 	case strings.HasSuffix(s, "?"):
 		rest = strings.TrimSpace(strings.TrimSuffix(s, "?"))
-		if strings.HasSuffix(rest, "(") {
-			return "", false, false
+		if strings.HasSuffix(rest, "=") {
+			rest = strings.TrimSpace(strings.TrimSuffix(rest, "="))
+		} else if hasSuffixFold(rest, " IN") {
+			in = true
+			rest = strings.TrimSpace(rest[:len(rest)-3])
+		} else {
+			return "", false, false, false
 		}
 	default:
-		return "", false, false
-	}
-	if strings.HasSuffix(s, "(?)") {
-		rest = strings.TrimSpace(strings.TrimSuffix(s, "(?)"))
-		in = true
-		if !hasSuffixFold(rest, " IN") {
-			return "", false, false
-		}
-		rest = strings.TrimSpace(rest[:len(rest)-3])
-	} else if strings.HasSuffix(rest, "=") {
-		rest = strings.TrimSpace(strings.TrimSuffix(rest, "="))
-	} else if hasSuffixFold(rest, " IN") {
-		in = true
-		rest = strings.TrimSpace(rest[:len(rest)-3])
-	} else {
-		return "", false, false
+		return "", false, false, false
 	}
 	col, ok = unquoteColumn(rest)
-	return col, in, ok
+	return col, in, paren, ok
 }
 
 func hasSuffixFold(s, suffix string) bool {
