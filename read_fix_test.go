@@ -49,3 +49,32 @@ func TestReadInParenthesesIsServed(t *testing.T) {
 		require.EqualError(t, err, wantErr.Error(), "the database's error, not the cached row")
 	})
 }
+
+// First, Take and Last of an absent or soft-deleted id cache the absence
+// (GORM reports it as ErrRecordNotFound, which is an answer, not a
+// failure), so the next read is served.
+func TestReadAbsenceFromFirstIsCached(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &RdProduct{})
+		plain := e.plain()
+		deleted := seedRdProducts(t, plain)
+		require.NoError(t, plain.Delete(&RdProduct{}, deleted).Error)
+		e.queries()
+
+		reads := []func(id uint) *gorm.DB{
+			func(id uint) *gorm.DB { return e.db.First(&RdProduct{}, id) },
+			func(id uint) *gorm.DB { return e.db.Take(&RdProduct{}, id) },
+			func(id uint) *gorm.DB { return e.db.Last(&RdProduct{}, id) },
+		}
+		for k, read := range reads {
+			for _, id := range []uint{deleted[k], 1000 + deleted[k]} { // soft-deleted, never existed
+				for i, q := range []int64{1, 0} {
+					tx := read(id)
+					require.ErrorIs(t, tx.Error, gorm.ErrRecordNotFound)
+					require.Zero(t, tx.RowsAffected)
+					require.Equal(t, q, e.queries(), "form %d, id %d, read %d", k, id, i)
+				}
+			}
+		}
+	})
+}
