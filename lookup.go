@@ -97,11 +97,11 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 			lk.limit = true
 		case "ORDER BY":
 			ob, ok := c.Expression.(clause.OrderBy)
-			if !ok || ob.Expression != nil || len(ob.Columns) != 1 || len(mi.pks) != 1 {
+			if !ok || ob.Expression != nil || len(ob.Columns) != 1 {
 				return nil
 			}
 			col := ob.Columns[0]
-			if col.Reorder || pkIndex(mi, stmt, col.Column) != 0 {
+			if col.Reorder || !ordersByKey(mi, stmt, col.Column) {
 				return nil
 			}
 			lk.desc, ordered = col.Desc, true
@@ -145,6 +145,20 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		}
 	}
 	return lk
+}
+
+// ordersByKey reports whether an ORDER BY column is the primary key, as
+// First and Last write it. With a composite key GORM orders by one of its
+// columns only; that is harmless for one row, and several rows of a
+// composite key are not served when ordered (see planLookup).
+func ordersByKey(mi *modelInfo, stmt *gorm.Statement, col clause.Column) bool {
+	if len(mi.pks) == 1 {
+		return pkIndex(mi, stmt, col) == 0
+	}
+	if col.Name == clause.PrimaryKey && !col.Raw && col.Alias == "" {
+		return col.Table == "" || col.Table == clause.CurrentTable || col.Table == stmt.Table
+	}
+	return pkIndex(mi, stmt, col) >= 0
 }
 
 // sortInts orders refs by their integer key, as the primary-key index does.
