@@ -338,7 +338,8 @@ func listValues(v any) ([]any, bool) {
 	return out, true
 }
 
-// pkIndex returns which primary field a column names, or -1.
+// pkIndex returns which primary field a column of a clause names, or -1.
+// GORM quotes these columns, so they are matched as quoted identifiers.
 func pkIndex(mi *modelInfo, stmt *gorm.Statement, col any) int {
 	var table, name string
 	switch c := col.(type) {
@@ -355,21 +356,68 @@ func pkIndex(mi *modelInfo, stmt *gorm.Statement, col any) int {
 	default:
 		return -1
 	}
-	if table != "" && table != clause.CurrentTable && table != stmt.Table {
+	return pkIndexOf(mi, stmt, ident{table, true}, ident{name, true})
+}
+
+// ident is an identifier as a statement writes it.
+type ident struct {
+	name   string
+	quoted bool
+}
+
+// pkIndexOf returns which primary field the column table.name names, or
+// -1. An empty table is the statement's.
+func pkIndexOf(mi *modelInfo, stmt *gorm.Statement, table, name ident) int {
+	dialect := dialectOf(stmt)
+	if table.name != "" && table.name != clause.CurrentTable && !sameIdent(dialect, table, stmt.Table, false) {
 		return -1
 	}
-	if name == clause.PrimaryKey {
+	if name.name == clause.PrimaryKey {
 		if len(mi.pks) != 1 {
 			return -1
 		}
 		return 0
 	}
 	for i, f := range mi.pks {
-		if name == f.DBName || name == f.Name {
+		if sameIdent(dialect, name, f.DBName, true) {
 			return i
 		}
 	}
 	return -1
+}
+
+// sameIdent reports whether the database reads the identifier written as
+// the one named actual. Postgres folds unquoted names to lower case and
+// compares exactly; MySQL and SQLite compare column names regardless of
+// ASCII case. Table names (MySQL's depend on lower_case_table_names) and
+// every name of other dialects must match exactly: a false "no" only
+// sends the statement to the database, a false "yes" serves a wrong row.
+func sameIdent(dialect string, written ident, actual string, column bool) bool {
+	if dialect == "postgres" && !written.quoted {
+		return lowerASCII(written.name) == actual
+	}
+	if written.name == actual {
+		return true
+	}
+	return column && (dialect == "mysql" || dialect == "sqlite") && lowerASCII(written.name) == lowerASCII(actual)
+}
+
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
+}
+
+// dialectOf names the statement's dialect ("postgres", "mysql", "sqlite").
+func dialectOf(stmt *gorm.Statement) string {
+	if stmt.DB == nil || stmt.DB.Dialector == nil {
+		return ""
+	}
+	return stmt.DB.Dialector.Name()
 }
 
 // addSQL understands the hand-written forms "id = ?", "id IN ?",
@@ -384,7 +432,11 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 		if !ok {
 			return false
 		}
-		i := pkIndex(mi, stmt, col)
+		table, name, ok := sqlColumn(col, dialectOf(stmt))
+		if !ok {
+			return false
+		}
+		i := pkIndexOf(mi, stmt, table, name)
 		if i < 0 {
 			return false
 		}
@@ -429,8 +481,8 @@ func splitAnd(s string) []string {
 }
 
 // parseCondition parses `col = ?`, `col IN ?` or `col IN (?)`, returning
-// the column as "table.name" or "name" with quotes removed, and whether the
-// placeholder was in parentheses.
+// the column as written (see sqlColumn), and whether the placeholder was in
+// parentheses.
 func parseCondition(s string) (col string, in, paren, ok bool) {
 	s = strings.TrimSpace(s)
 	var rest string
@@ -455,35 +507,43 @@ func parseCondition(s string) (col string, in, paren, ok bool) {
 	default:
 		return "", false, false, false
 	}
-	col, ok = unquoteColumn(rest)
-	return col, in, paren, ok
+	return rest, in, paren, true
 }
 
 func hasSuffixFold(s, suffix string) bool {
 	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
 }
 
-// unquoteColumn accepts name, "name", `name`, and the same qualified by a
-// table, and rejects anything else (functions, operators, casts).
-func unquoteColumn(s string) (string, bool) {
-	var out []string
-	for _, part := range strings.Split(s, ".") {
-		if len(part) >= 2 && (part[0] == '"' && part[len(part)-1] == '"' || part[0] == '`' && part[len(part)-1] == '`') {
-			part = part[1 : len(part)-1]
+// sqlColumn parses a column as a hand-written condition names it: name or
+// table.name, each part bare or quoted the way the dialect quotes
+// identifiers ("name" on Postgres, `name` on MySQL, either on SQLite;
+// MySQL reads "name" as a string, Postgres `name` as an error). Anything
+// else (functions, operators, casts, other quotes) is refused.
+func sqlColumn(s, dialect string) (table, name ident, ok bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) > 2 {
+		return ident{}, ident{}, false
+	}
+	ids := make([]ident, len(parts))
+	for k, part := range parts {
+		if n := len(part); n >= 2 && part[0] == part[n-1] &&
+			(part[0] == '"' && (dialect == "postgres" || dialect == "sqlite") ||
+				part[0] == '`' && (dialect == "mysql" || dialect == "sqlite")) {
+			part, ids[k].quoted = part[1:n-1], true
 		}
 		if part == "" {
-			return "", false
+			return ident{}, ident{}, false
 		}
 		for i := 0; i < len(part); i++ {
 			c := part[i]
 			if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-				return "", false
+				return ident{}, ident{}, false
 			}
 		}
-		out = append(out, part)
+		ids[k].name = part
 	}
-	if len(out) > 2 {
-		return "", false
+	if len(ids) == 2 {
+		return ids[0], ids[1], true
 	}
-	return strings.Join(out, "."), true
+	return ident{}, ids[0], true
 }

@@ -114,3 +114,63 @@ func TestReadCompositeKeyFirstIsServed(t *testing.T) {
 		require.Equal(t, int64(1), e.queries(), "several composite keys with an order: the database's")
 	})
 }
+
+// A column in a hand-written condition names the key only if the database
+// reads it so: MySQL takes "id" for a string, Postgres rejects `id` and
+// "ID", and no database knows the Go field name BookID. The cache must
+// give the database's answer (an empty result or an error), never the
+// cached row.
+func TestReadColumnNamesFollowTheDialect(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &RdProduct{}, &RdEdition{})
+		plain := e.plain()
+		ids := seedRdProducts(t, e.db) // written through: cached
+		require.NoError(t, e.db.Create(&RdEdition{BookID: 1, Lang: "en", Title: "One"}).Error)
+		e.queries()
+		var p RdProduct
+		require.NoError(t, e.db.First(&p, ids[0]).Error)
+		require.Zero(t, e.queries(), "cached")
+
+		conds := []struct {
+			sql  string
+			args []any
+		}{
+			{`"id" = ?`, []any{ids[0]}},
+			{"`id` = ?", []any{ids[0]}},
+			{`"ID" = ?`, []any{ids[0]}},
+			{`ID = ?`, []any{ids[0]}},
+			{`"Id" IN ?`, []any{ids}},
+			{`id = ?`, []any{ids[0]}},
+		}
+		for _, c := range conds {
+			var want, got RdProduct
+			wantErr := plain.Where(c.sql, c.args...).First(&want).Error
+			err := e.db.Where(c.sql, c.args...).First(&got).Error
+			require.Equal(t, want, got, c.sql)
+			if wantErr == nil {
+				require.NoError(t, err, c.sql)
+			} else {
+				require.EqualError(t, err, wantErr.Error(), c.sql)
+			}
+		}
+
+		edConds := []func(db *gorm.DB, m *RdEdition) error{
+			func(db *gorm.DB, m *RdEdition) error { return db.First(m, "BookID = ? AND Lang = ?", 1, "en").Error },
+			func(db *gorm.DB, m *RdEdition) error {
+				return db.Where(map[string]any{"BookID": 1, "Lang": "en"}).First(m).Error
+			},
+			func(db *gorm.DB, m *RdEdition) error { return db.First(m, "book_id = ? AND lang = ?", 1, "en").Error },
+		}
+		for i, read := range edConds {
+			var want, got RdEdition
+			wantErr := read(plain, &want)
+			err := read(e.db, &got)
+			require.Equal(t, want, got, "edition form %d", i)
+			if wantErr == nil {
+				require.NoError(t, err)
+			} else {
+				require.EqualError(t, err, wantErr.Error(), "edition form %d", i)
+			}
+		}
+	})
+}
