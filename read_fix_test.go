@@ -174,3 +174,40 @@ func TestReadColumnNamesFollowTheDialect(t *testing.T) {
 		}
 	})
 }
+
+// A number compared with a string key is the database's business: MySQL
+// compares numerically ("01" and "1" both equal 1), Postgres refuses to
+// encode it. The cache must neither serve such a read nor, on a write,
+// fence only the key spelled "1".
+func TestReadNumberForStringKeyGoesToTheDatabase(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &RdAccount{})
+		plain := e.plain()
+		require.NoError(t, e.db.Create(&[]RdAccount{{Code: "1", Owner: "one"}, {Code: "01", Owner: "zero-one"}}).Error)
+		e.queries()
+		require.NoError(t, e.db.First(&RdAccount{}, "code = ?", "01").Error)
+		require.NoError(t, e.db.First(&RdAccount{}, "code = ?", "1").Error)
+		require.Zero(t, e.queries(), "both cached")
+
+		for _, arg := range []any{1, int64(1), uint(1)} {
+			var want, got RdAccount
+			wantErr := plain.First(&want, "code = ?", arg).Error
+			err := e.db.First(&got, "code = ?", arg).Error
+			require.Equal(t, want, got, "%T", arg)
+			if wantErr == nil {
+				require.NoError(t, err)
+			} else {
+				require.EqualError(t, err, wantErr.Error())
+			}
+		}
+
+		// On MySQL this updates both rows: both must be re-read.
+		err := e.db.Model(&RdAccount{}).Where("code = ?", 1).Update("owner", "renamed").Error
+		for _, code := range []string{"1", "01"} {
+			var want, got RdAccount
+			require.NoError(t, plain.First(&want, "code = ?", code).Error)
+			require.NoError(t, e.db.First(&got, "code = ?", code).Error)
+			require.Equal(t, want, got, "code %q after the update (update error: %v)", code, err)
+		}
+	})
+}
