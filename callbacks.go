@@ -465,7 +465,10 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 		}
 		row, ok := found[w.key.row]
 		if !ok {
-			if p.cfg.NotFoundTTL < 0 {
+			if p.cfg.NotFoundTTL < 0 || !mi.intKeys {
+				// A string key may match another spelling of itself (MySQL's
+				// case-insensitive collations): its absence is not cached,
+				// as on the read path (see fill).
 				w.kind = kindDrop
 			}
 			w.ttl = p.cfg.NotFoundTTL

@@ -211,3 +211,23 @@ func TestReadNumberForStringKeyGoesToTheDatabase(t *testing.T) {
 		}
 	})
 }
+
+// Deleting a string-key row caches no absence: the key may match another
+// spelling of itself (MySQL: "ABC" finds the row "abc"), which a later
+// insert of that spelling would not replace.
+func TestReadStringKeyDeleteCachesNoAbsence(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &RdAccount{})
+		plain := e.plain()
+		require.NoError(t, e.db.Create(&RdAccount{Code: "ABC", Owner: "upper"}).Error)
+		require.NoError(t, e.db.Delete(&RdAccount{Code: "ABC"}).Error)
+		require.NoError(t, e.db.Create(&RdAccount{Code: "abc", Owner: "lower"}).Error)
+		for i := 0; i < 2; i++ {
+			var want, got RdAccount
+			wantErr := plain.First(&want, "code = ?", "ABC").Error
+			err := e.db.First(&got, "code = ?", "ABC").Error
+			require.Equal(t, wantErr, err, "read %d", i)
+			require.Equal(t, want, got, "read %d", i)
+		}
+	})
+}
