@@ -1,6 +1,7 @@
 package writethrough
 
 import (
+	"cmp"
 	"reflect"
 	"sort"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
 )
 
 // This file decides which statements are pure primary-key lookups. It is
@@ -135,6 +137,7 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 			if lk.one || lk.limit || ordered {
 				return nil
 			}
+			lk.sortParts()
 		} else {
 			if (lk.one || lk.limit) && !ordered {
 				return nil // Take over several ids: the database picks any
@@ -159,6 +162,54 @@ func ordersByKey(mi *modelInfo, stmt *gorm.Statement, col clause.Column) bool {
 		return col.Table == "" || col.Table == clause.CurrentTable || col.Table == stmt.Table
 	}
 	return pkIndex(mi, stmt, col) >= 0
+}
+
+// sortParts orders the refs of a Find over several string or composite
+// keys as a scan of the primary-key index returns them, which is what the
+// database answers on a miss: integer columns by value, others by their
+// bytes (the order of binary collations, and of most keys under others).
+// The caller's order of the keys does not count, as for the database.
+func (lk *lookup) sortParts() {
+	parts := make(map[string][]string, len(lk.refs))
+	for _, r := range lk.refs {
+		ps := make([]string, len(lk.mi.pks))
+		for i, f := range lk.mi.pks {
+			ps[i], _ = keyPart(f, r.vals[i])
+		}
+		parts[r.key.row] = ps
+	}
+	sort.SliceStable(lk.refs, func(a, b int) bool {
+		pa, pb := parts[lk.refs[a].key.row], parts[lk.refs[b].key.row]
+		for i, f := range lk.mi.pks {
+			if c := compareKeyPart(f, pa[i], pb[i]); c != 0 {
+				return c < 0
+			}
+		}
+		return false
+	})
+}
+
+// compareKeyPart compares two canonical key parts of field f.
+func compareKeyPart(f *schema.Field, a, b string) int {
+	switch fieldKind(f) {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		x, errX := strconv.ParseInt(a, 10, 64)
+		y, errY := strconv.ParseInt(b, 10, 64)
+		switch {
+		case errX == nil && errY == nil:
+			return cmp.Compare(x, y)
+		case errX == nil:
+			return -1 // b is a uint64 beyond int64
+		case errY == nil:
+			return 1
+		}
+		// Both beyond int64: canonical decimals of one sign.
+		if c := cmp.Compare(len(a), len(b)); c != 0 {
+			return c
+		}
+	}
+	return strings.Compare(a, b)
 }
 
 // sortInts orders refs by their integer key, as the primary-key index does.

@@ -231,3 +231,44 @@ func TestReadStringKeyDeleteCachesNoAbsence(t *testing.T) {
 		}
 	})
 }
+
+// A Find over several string or composite keys comes from the cache in
+// the order the database returned it on the miss (the primary key's), not
+// in the order the caller listed the keys. (Only existing keys: a string
+// key's absence is never cached, so a list with one is never served.)
+func TestReadStringKeyListOrder(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &RdAccount{}, &RdEdition{})
+		plain := e.plain()
+		for _, c := range []string{"acme", "bolt", "cog"} {
+			require.NoError(t, plain.Create(&RdAccount{Code: c, Owner: "x"}).Error)
+		}
+		// Inserted in key order: Postgres returns a Find without ORDER BY in
+		// heap order, which is the key's only then (ids are sorted likewise).
+		for _, ed := range []RdEdition{{BookID: 1, Lang: "de"}, {BookID: 1, Lang: "en"}, {BookID: 1, Lang: "fr"}, {BookID: 2, Lang: "en"}} {
+			require.NoError(t, plain.Create(&ed).Error)
+		}
+		e.queries()
+		reads := []func(db *gorm.DB) any{
+			func(db *gorm.DB) any {
+				var as []RdAccount
+				require.NoError(t, db.Where("code IN ?", []string{"cog", "acme", "bolt"}).Find(&as).Error)
+				return as
+			},
+			func(db *gorm.DB) any {
+				var ms []RdEdition
+				require.NoError(t, db.Where("book_id = ? AND lang IN ?", 1, []string{"fr", "en", "de"}).Find(&ms).Error)
+				return ms
+			},
+		}
+		for i, read := range reads {
+			want := read(plain)
+			cold := read(e.db)
+			require.Equal(t, int64(1), e.queries())
+			warm := read(e.db)
+			require.Zero(t, e.queries(), "read %d served", i)
+			require.Equal(t, want, cold, "read %d", i)
+			require.Equal(t, cold, warm, "read %d: the cache answers in the database's order", i)
+		}
+	})
+}
