@@ -35,6 +35,7 @@ type RdGadget struct {
 	Found int `gorm:"-"`
 }
 
+// AfterFind counts the call.
 func (g *RdGadget) AfterFind(*gorm.DB) error {
 	g.Found++
 	return nil
@@ -47,6 +48,7 @@ type RdAuthor struct {
 	Books []RdBook `gorm:"foreignKey:AuthorID"`
 }
 
+// RdBook belongs to an RdAuthor.
 type RdBook struct {
 	ID       uint `gorm:"primaryKey"`
 	AuthorID uint
