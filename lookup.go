@@ -43,7 +43,9 @@ type pkPins struct {
 // statement must go to the database.
 func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 	stmt := db.Statement
-	if stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct ||
+	// DryRun (and ToSQL) only builds the SQL: no answer, so nothing to
+	// serve, and an empty result that must not be cached as "not found".
+	if db.DryRun || stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct ||
 		stmt.TableExpr != nil || stmt.Table != stmt.Schema.Table ||
 		len(stmt.Selects) > 0 || len(stmt.Omits) > 0 || len(stmt.Joins) > 0 ||
 		inTransaction(stmt.ConnPool) {

@@ -272,3 +272,34 @@ func TestReadStringKeyListOrder(t *testing.T) {
 		}
 	})
 }
+
+// DryRun and ToSQL run no query: the cache neither answers them nor takes
+// their empty result for "no such row".
+func TestReadDryRunIsNoRead(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &RdProduct{})
+		plain := e.plain()
+		ids := seedRdProducts(t, plain)
+		e.queries()
+
+		sql := e.db.ToSQL(func(tx *gorm.DB) *gorm.DB { return tx.First(&RdProduct{}, ids[0]) })
+		require.Contains(t, sql, "SELECT")
+		var p RdProduct
+		require.NoError(t, e.db.First(&p, ids[0]).Error, "ToSQL must not cache the row as absent")
+		require.Equal(t, "alpha", p.Name)
+		require.Equal(t, int64(1), e.queries())
+		require.NoError(t, e.db.First(&RdProduct{}, ids[0]).Error)
+		require.Zero(t, e.queries(), "cached now")
+
+		// A dry run over a cached row answers as the database's dry run does.
+		for _, id := range []uint{ids[0], ids[1]} { // cached, not cached
+			var want, got RdProduct
+			wantTx := plain.Session(&gorm.Session{DryRun: true}).First(&want, id)
+			gotTx := e.db.Session(&gorm.Session{DryRun: true}).First(&got, id)
+			require.Equal(t, want, got)
+			require.Equal(t, wantTx.Error, gotTx.Error)
+			require.Equal(t, wantTx.RowsAffected, gotTx.RowsAffected)
+		}
+		require.NoError(t, e.db.First(&RdProduct{}, ids[1]).Error, "the dry run cached no absence")
+	})
+}
