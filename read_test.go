@@ -1087,3 +1087,41 @@ func TestReadFindOrderMatchesTheDatabase(t *testing.T) {
 		}
 	})
 }
+
+// TestReadPrepareStmt: with prepared statements the same reads are served,
+// and reads in a transaction still bypass. (Prepared statements run on
+// *sql.Stmt, which the harness does not count, so this test counts hits
+// and bypasses instead of database statements.)
+func TestReadPrepareStmt(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnvWith(t, b, Config{}, &gorm.Config{PrepareStmt: true}, &RdProduct{})
+		ids := seedRdProducts(t, e.db) // written through: cached
+		plain := e.plain()
+
+		before := e.plugin.Stats()
+		var got, want []RdProduct
+		require.NoError(t, e.db.Find(&got, ids).Error)
+		require.NoError(t, plain.Find(&want, ids).Error)
+		require.Equal(t, want, got)
+		after := e.plugin.Stats()
+		require.Equal(t, before.Hits+3, after.Hits, "served")
+		require.Equal(t, before.Misses, after.Misses)
+
+		require.NoError(t, e.db.Transaction(func(tx *gorm.DB) error {
+			var p RdProduct
+			if err := tx.First(&p, ids[1]).Error; err != nil {
+				return err
+			}
+			require.Equal(t, want[1], p)
+			return nil
+		}))
+		tx := e.db.Begin()
+		var p RdProduct
+		require.NoError(t, tx.Take(&p, ids[2]).Error)
+		require.NoError(t, tx.Rollback().Error)
+		require.Equal(t, want[2], p)
+		final := e.plugin.Stats()
+		require.Equal(t, after.Hits, final.Hits, "no hit inside a transaction")
+		require.Equal(t, after.Bypasses+2, final.Bypasses)
+	})
+}
