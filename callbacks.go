@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 	"time"
 
@@ -203,7 +202,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		if op == opCreate && known { // keys the database assigned are set now
 			refs = dedupe(append(refs, p.modelKeys(ctx, mi, db.Statement.ReflectValue)...))
 		}
-		if known && op == opUpdate && changesKey(db, mi, refs) {
+		if known && op == opUpdate && p.changesKey(db, mi, refs) {
 			known = false
 		}
 		if !known {
@@ -224,7 +223,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		if len(refs) == 0 {
 			return
 		}
-		writes, err := p.readBack(db, mi, refs, op == opDelete)
+		writes, err := p.readBack(db, mi, refs)
 		if err != nil {
 			// The rows could not be read back: publish nothing, only fences
 			// that make the next read go to the database.
@@ -447,7 +446,7 @@ func dedupe(refs []keyRef) []keyRef {
 // readBack reads the written rows as the database now has them, through the
 // statement's own connection (so inside its transaction), and returns one
 // write per key: the row's entry, or its absence.
-func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef, deleted bool) ([]rowWrite, error) {
+func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite, error) {
 	ctx := db.Statement.Context
 	writes := make([]rowWrite, len(refs))
 	have := make(map[string]bool, len(refs))
@@ -483,10 +482,10 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef, deleted boo
 		}
 		row, ok := found[w.key.row]
 		if !ok {
-			// Not found under exactly this key. For a string key the row
-			// may exist under another spelling the collation matches, so
-			// "absent" would be a guess: store nothing.
-			if p.cfg.NotFoundTTL < 0 || (!mi.intKeys && !deleted) {
+			if p.cfg.NotFoundTTL < 0 || !mi.intKeys {
+				// A string key may match another spelling of itself (MySQL's
+				// case-insensitive collations): its absence is not cached,
+				// as on the read path (see fill).
 				w.kind = kindDrop
 			}
 			w.ttl = p.cfg.NotFoundTTL
@@ -565,39 +564,43 @@ func (p *Plugin) realKeysBeforeDelete(db *gorm.DB, mi *modelInfo, refs []keyRef)
 	return real
 }
 
-// changesKey reports whether an UPDATE assigns a primary-key column a value
-// outside the keys it was fenced on: the row then moves to a key nobody
-// fenced, so the caller falls back to the table.
-func changesKey(db *gorm.DB, mi *modelInfo, refs []keyRef) bool {
-	c, ok := db.Statement.Clauses["SET"]
-	if !ok {
-		return false
+// changesKey reports whether an UPDATE moved a row to a primary key outside
+// the keys it was fenced on (refs, named before the SQL). Nobody fenced the
+// new key, so the caller falls back to the table. GORM drops the SET clause
+// once the UPDATE ran, so this looks at what it leaves: the values given
+// (a map or another struct) and the model, which GORM updates in place.
+func (p *Plugin) changesKey(db *gorm.DB, mi *modelInfo, refs []keyRef) bool {
+	stmt := db.Statement
+	fenced := make(map[string]bool, len(refs))
+	for _, r := range refs {
+		fenced[r.key.row] = true
 	}
-	set, ok := c.Expression.(clause.Set)
-	if !ok {
-		return true
-	}
-	for _, a := range set {
-		for i, f := range mi.pks {
-			if a.Column.Name != f.DBName {
-				continue
-			}
-			part, ok := keyPart(f, a.Value)
-			if !ok {
-				return true
-			}
-			if !slices.ContainsFunc(refs, func(r keyRef) bool {
-				if r.vals == nil {
-					return false
-				}
-				p, ok := keyPart(f, r.vals[i])
-				return ok && p == part
-			}) {
+	outside := func(rv reflect.Value) bool {
+		for _, r := range p.modelKeys(stmt.Context, mi, rv) {
+			if !fenced[r.key.row] {
 				return true
 			}
 		}
+		return false
 	}
-	return false
+	if m, ok := stmt.Dest.(map[string]any); ok {
+		for _, f := range mi.pks {
+			v, ok := m[f.DBName]
+			if !ok {
+				v, ok = m[f.Name]
+			}
+			if !ok {
+				continue
+			}
+			part, ok := keyPart(f, v)
+			if !ok || len(mi.pks) > 1 || !fenced[mi.key(p.cfg.Prefix, p.cfg.TableShards, []string{part}).row] {
+				return true
+			}
+		}
+	} else if stmt.Dest != nil && stmt.Dest != stmt.Model && outside(reflect.ValueOf(stmt.Dest)) {
+		return true
+	}
+	return outside(stmt.ReflectValue)
 }
 
 // dropAll turns fenced keys into drops.

@@ -130,6 +130,7 @@ type env struct {
 	rdb     redis.UniversalClient
 	counter *countingPool
 	prefix  string
+	tables  string // the table prefix of this test's models
 }
 
 // newEnv opens the backend with the plugin installed and migrates models.
@@ -162,7 +163,21 @@ func newEnvWith(t testing.TB, b backend, cfg Config, gcfg *gorm.Config, models .
 	p := New(rdb, cfg)
 	require.NoError(t, db.Use(p))
 	counter.reset()
-	return &env{t: t, b: b, db: db, plugin: p, rdb: rdb, counter: counter, prefix: cfg.Prefix}
+	return &env{t: t, b: b, db: db, plugin: p, rdb: rdb, counter: counter, prefix: cfg.Prefix, tables: tablePrefix}
+}
+
+// plain opens a second *gorm.DB on the same database and tables as e.db,
+// without the plugin and outside the query count, so tests can compare what
+// the cache serves with what the database itself returns, and change rows
+// behind the cache's back.
+func (e *env) plain() *gorm.DB {
+	e.t.Helper()
+	db, err := gorm.Open(e.b.open(e.t, e.counter.inner), &gorm.Config{
+		NamingStrategy: schema.NamingStrategy{TablePrefix: e.tables},
+		Logger:         logger.Discard,
+	})
+	require.NoError(e.t, err)
+	return db
 }
 
 // queries returns how many database round trips ran since the last call.

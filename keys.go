@@ -118,6 +118,14 @@ func keyPart(field *schema.Field, v any) (string, bool) {
 			return x, true
 		case []byte:
 			return string(x), true
+		}
+		if fieldKind(field) == reflect.String || field.DataType == schema.String {
+			// A number against a text column: MySQL compares numerically
+			// (both "1" and "01" equal 1), Postgres refuses it. It names
+			// no single key.
+			return "", false
+		}
+		switch x := v.(type) {
 		case int64:
 			return strconv.FormatInt(x, 10), true
 		case uint64:

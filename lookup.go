@@ -1,6 +1,7 @@
 package writethrough
 
 import (
+	"cmp"
 	"reflect"
 	"sort"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
 )
 
 // This file decides which statements are pure primary-key lookups. It is
@@ -41,7 +43,9 @@ type pkPins struct {
 // statement must go to the database.
 func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 	stmt := db.Statement
-	if stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct ||
+	// DryRun (and ToSQL) only builds the SQL: no answer, so nothing to
+	// serve, and an empty result that must not be cached as "not found".
+	if db.DryRun || stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct ||
 		stmt.TableExpr != nil || stmt.Table != stmt.Schema.Table ||
 		len(stmt.Selects) > 0 || len(stmt.Omits) > 0 || len(stmt.Joins) > 0 ||
 		inTransaction(stmt.ConnPool) {
@@ -97,11 +101,11 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 			lk.limit = true
 		case "ORDER BY":
 			ob, ok := c.Expression.(clause.OrderBy)
-			if !ok || ob.Expression != nil || len(ob.Columns) != 1 || len(mi.pks) != 1 {
+			if !ok || ob.Expression != nil || len(ob.Columns) != 1 {
 				return nil
 			}
 			col := ob.Columns[0]
-			if col.Reorder || pkIndex(mi, stmt, col.Column) != 0 {
+			if col.Reorder || !ordersByKey(mi, stmt, col.Column) {
 				return nil
 			}
 			lk.desc, ordered = col.Desc, true
@@ -135,6 +139,7 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 			if lk.one || lk.limit || ordered {
 				return nil
 			}
+			lk.sortParts()
 		} else {
 			if (lk.one || lk.limit) && !ordered {
 				return nil // Take over several ids: the database picks any
@@ -145,6 +150,68 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		}
 	}
 	return lk
+}
+
+// ordersByKey reports whether an ORDER BY column is the primary key, as
+// First and Last write it. With a composite key GORM orders by one of its
+// columns only; that is harmless for one row, and several rows of a
+// composite key are not served when ordered (see planLookup).
+func ordersByKey(mi *modelInfo, stmt *gorm.Statement, col clause.Column) bool {
+	if len(mi.pks) == 1 {
+		return pkIndex(mi, stmt, col) == 0
+	}
+	if col.Name == clause.PrimaryKey && !col.Raw && col.Alias == "" {
+		return col.Table == "" || col.Table == clause.CurrentTable || col.Table == stmt.Table
+	}
+	return pkIndex(mi, stmt, col) >= 0
+}
+
+// sortParts orders the refs of a Find over several string or composite
+// keys as a scan of the primary-key index returns them, which is what the
+// database answers on a miss: integer columns by value, others by their
+// bytes (the order of binary collations, and of most keys under others).
+// The caller's order of the keys does not count, as for the database.
+func (lk *lookup) sortParts() {
+	parts := make(map[string][]string, len(lk.refs))
+	for _, r := range lk.refs {
+		ps := make([]string, len(lk.mi.pks))
+		for i, f := range lk.mi.pks {
+			ps[i], _ = keyPart(f, r.vals[i])
+		}
+		parts[r.key.row] = ps
+	}
+	sort.SliceStable(lk.refs, func(a, b int) bool {
+		pa, pb := parts[lk.refs[a].key.row], parts[lk.refs[b].key.row]
+		for i, f := range lk.mi.pks {
+			if c := compareKeyPart(f, pa[i], pb[i]); c != 0 {
+				return c < 0
+			}
+		}
+		return false
+	})
+}
+
+// compareKeyPart compares two canonical key parts of field f.
+func compareKeyPart(f *schema.Field, a, b string) int {
+	switch fieldKind(f) {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		x, errX := strconv.ParseInt(a, 10, 64)
+		y, errY := strconv.ParseInt(b, 10, 64)
+		switch {
+		case errX == nil && errY == nil:
+			return cmp.Compare(x, y)
+		case errX == nil:
+			return -1 // b is a uint64 beyond int64
+		case errY == nil:
+			return 1
+		}
+		// Both beyond int64: canonical decimals of one sign.
+		if c := cmp.Compare(len(a), len(b)); c != 0 {
+			return c
+		}
+	}
+	return strings.Compare(a, b)
 }
 
 // sortInts orders refs by their integer key, as the primary-key index does.
@@ -354,7 +421,8 @@ func listValues(v any) ([]any, bool) {
 	return out, true
 }
 
-// pkIndex returns which primary field a column names, or -1.
+// pkIndex returns which primary field a column of a clause names, or -1.
+// GORM quotes these columns, so they are matched as quoted identifiers.
 func pkIndex(mi *modelInfo, stmt *gorm.Statement, col any) int {
 	var table, name string
 	switch c := col.(type) {
@@ -371,21 +439,68 @@ func pkIndex(mi *modelInfo, stmt *gorm.Statement, col any) int {
 	default:
 		return -1
 	}
-	if table != "" && table != clause.CurrentTable && table != stmt.Table {
+	return pkIndexOf(mi, stmt, ident{table, true}, ident{name, true})
+}
+
+// ident is an identifier as a statement writes it.
+type ident struct {
+	name   string
+	quoted bool
+}
+
+// pkIndexOf returns which primary field the column table.name names, or
+// -1. An empty table is the statement's.
+func pkIndexOf(mi *modelInfo, stmt *gorm.Statement, table, name ident) int {
+	dialect := dialectOf(stmt)
+	if table.name != "" && table.name != clause.CurrentTable && !sameIdent(dialect, table, stmt.Table, false) {
 		return -1
 	}
-	if name == clause.PrimaryKey {
+	if name.name == clause.PrimaryKey {
 		if len(mi.pks) != 1 {
 			return -1
 		}
 		return 0
 	}
 	for i, f := range mi.pks {
-		if name == f.DBName || name == f.Name {
+		if sameIdent(dialect, name, f.DBName, true) {
 			return i
 		}
 	}
 	return -1
+}
+
+// sameIdent reports whether the database reads the identifier written as
+// the one named actual. Postgres folds unquoted names to lower case and
+// compares exactly; MySQL and SQLite compare column names regardless of
+// ASCII case. Table names (MySQL's depend on lower_case_table_names) and
+// every name of other dialects must match exactly: a false "no" only
+// sends the statement to the database, a false "yes" serves a wrong row.
+func sameIdent(dialect string, written ident, actual string, column bool) bool {
+	if dialect == "postgres" && !written.quoted {
+		return lowerASCII(written.name) == actual
+	}
+	if written.name == actual {
+		return true
+	}
+	return column && (dialect == "mysql" || dialect == "sqlite") && lowerASCII(written.name) == lowerASCII(actual)
+}
+
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
+}
+
+// dialectOf names the statement's dialect ("postgres", "mysql", "sqlite").
+func dialectOf(stmt *gorm.Statement) string {
+	if stmt.DB == nil || stmt.DB.Dialector == nil {
+		return ""
+	}
+	return stmt.DB.Dialector.Name()
 }
 
 // addSQL understands the hand-written forms "id = ?", "id IN ?",
@@ -396,11 +511,15 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 		return false
 	}
 	for k, part := range parts {
-		col, in, ok := parseCondition(part)
+		col, in, paren, ok := parseCondition(part)
 		if !ok {
 			return false
 		}
-		i := pkIndex(mi, stmt, col)
+		table, name, ok := sqlColumn(col, dialectOf(stmt))
+		if !ok {
+			return false
+		}
+		i := pkIndexOf(mi, stmt, table, name)
 		if i < 0 {
 			return false
 		}
@@ -408,6 +527,11 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 		if in {
 			vals, ok := listValues(v)
 			if !ok {
+				if !paren {
+					// GORM writes "IN ?" with one value as "IN $1", a
+					// syntax error the database must report.
+					return false
+				}
 				vals = []any{v}
 			}
 			if !pp.add(i, vals) {
@@ -440,63 +564,69 @@ func splitAnd(s string) []string {
 }
 
 // parseCondition parses `col = ?`, `col IN ?` or `col IN (?)`, returning
-// the column as "table.name" or "name" with quotes removed.
-func parseCondition(s string) (col string, in bool, ok bool) {
+// the column as written (see sqlColumn), and whether the placeholder was in
+// parentheses.
+func parseCondition(s string) (col string, in, paren, ok bool) {
 	s = strings.TrimSpace(s)
 	var rest string
 	switch {
+	case strings.HasSuffix(s, "(?)"):
+		rest = strings.TrimSpace(strings.TrimSuffix(s, "(?)"))
+		in, paren = true, true
+		if !hasSuffixFold(rest, " IN") {
+			return "", false, false, false
+		}
+		rest = strings.TrimSpace(rest[:len(rest)-3])
 	case strings.HasSuffix(s, "?"):
 		rest = strings.TrimSpace(strings.TrimSuffix(s, "?"))
-		if strings.HasSuffix(rest, "(") {
-			return "", false, false
+		if strings.HasSuffix(rest, "=") {
+			rest = strings.TrimSpace(strings.TrimSuffix(rest, "="))
+		} else if hasSuffixFold(rest, " IN") {
+			in = true
+			rest = strings.TrimSpace(rest[:len(rest)-3])
+		} else {
+			return "", false, false, false
 		}
 	default:
-		return "", false, false
+		return "", false, false, false
 	}
-	if strings.HasSuffix(s, "(?)") {
-		rest = strings.TrimSpace(strings.TrimSuffix(s, "(?)"))
-		in = true
-		if !hasSuffixFold(rest, " IN") {
-			return "", false, false
-		}
-		rest = strings.TrimSpace(rest[:len(rest)-3])
-	} else if strings.HasSuffix(rest, "=") {
-		rest = strings.TrimSpace(strings.TrimSuffix(rest, "="))
-	} else if hasSuffixFold(rest, " IN") {
-		in = true
-		rest = strings.TrimSpace(rest[:len(rest)-3])
-	} else {
-		return "", false, false
-	}
-	col, ok = unquoteColumn(rest)
-	return col, in, ok
+	return rest, in, paren, true
 }
 
 func hasSuffixFold(s, suffix string) bool {
 	return len(s) >= len(suffix) && strings.EqualFold(s[len(s)-len(suffix):], suffix)
 }
 
-// unquoteColumn accepts name, "name", `name`, and the same qualified by a
-// table, and rejects anything else (functions, operators, casts).
-func unquoteColumn(s string) (string, bool) {
-	var out []string
-	for _, part := range strings.Split(s, ".") {
-		if len(part) >= 2 && (part[0] == '"' && part[len(part)-1] == '"' || part[0] == '`' && part[len(part)-1] == '`') {
-			part = part[1 : len(part)-1]
+// sqlColumn parses a column as a hand-written condition names it: name or
+// table.name, each part bare or quoted the way the dialect quotes
+// identifiers ("name" on Postgres, `name` on MySQL, either on SQLite;
+// MySQL reads "name" as a string, Postgres `name` as an error). Anything
+// else (functions, operators, casts, other quotes) is refused.
+func sqlColumn(s, dialect string) (table, name ident, ok bool) {
+	parts := strings.Split(s, ".")
+	if len(parts) > 2 {
+		return ident{}, ident{}, false
+	}
+	ids := make([]ident, len(parts))
+	for k, part := range parts {
+		if n := len(part); n >= 2 && part[0] == part[n-1] &&
+			(part[0] == '"' && (dialect == "postgres" || dialect == "sqlite") ||
+				part[0] == '`' && (dialect == "mysql" || dialect == "sqlite")) {
+			part, ids[k].quoted = part[1:n-1], true
 		}
 		if part == "" {
-			return "", false
+			return ident{}, ident{}, false
 		}
 		for i := 0; i < len(part); i++ {
 			c := part[i]
 			if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-				return "", false
+				return ident{}, ident{}, false
 			}
 		}
-		out = append(out, part)
+		ids[k].name = part
 	}
-	if len(out) > 2 {
-		return "", false
+	if len(ids) == 2 {
+		return ids[0], ids[1], true
 	}
-	return strings.Join(out, "."), true
+	return ident{}, ids[0], true
 }
