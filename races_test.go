@@ -1,0 +1,291 @@
+package writethrough
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+)
+
+// One deterministic test per race of consistency.md: each forces the bad
+// interleaving with the plugin's test seams (testHooks) and asserts the
+// outcome the protocol promises.
+
+// Race 1: a reader misses, reads the old row, a writer commits and writes
+// the cache, then the reader's fill of the old row must be dropped.
+func TestRace1StaleFill(t *testing.T) {
+	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
+		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
+		p, key := newProduct(t, e)
+		g := newGate()
+		e.plugin.hooks = &testHooks{beforeFill: func(row string) {
+			if row == key {
+				g.pass()
+			}
+		}}
+		reader := goRead(e, p.ID)
+		g.await(t) // the reader holds its lease and the old row
+		require.True(t, strings.HasPrefix(peek(t, e, key), "L"), "the reader holds the lease")
+
+		require.NoError(t, write(e.db, p.ID, 200))
+		require.True(t, strings.HasPrefix(peek(t, e, key), "V"), "the writer wrote through")
+		g.open()
+		r := recvRead(t, reader)
+		require.NoError(t, r.err)
+		require.Equal(t, int64(100), r.p.Price, "the reader started before the write: the old state is its answer")
+
+		requireFresh(t, e, p.ID, 200, true)
+	})
+}
+
+// Race 2: two writers commit v1 then v2 but their cache writes land v2 then
+// v1. The late finish must not store v1: the key becomes CONTENDED and
+// readers get v2 from the database.
+func TestRace2ReorderedWriters(t *testing.T) {
+	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
+		e := newEnvWith(t, b, Config{ContendedTTL: 300 * time.Millisecond}, gcfg(), &Product{})
+		p, key := newProduct(t, e)
+		warm(t, e, p.ID)
+		g := newGate()
+		e.plugin.hooks = &testHooks{beforeFinish: func() bool {
+			g.pass() // only the first writer stops: after COMMIT, before its finish
+			return true
+		}}
+		first := goWrite(func() error { return write(e.db, p.ID, 200) })
+		g.await(t)
+		require.Equal(t, int64(200), dbPrice(t, e, p.ID), "the first writer committed")
+
+		require.NoError(t, write(e.db, p.ID, 300), "the second writer commits and finishes")
+		require.True(t, strings.HasPrefix(peek(t, e, key), "V"))
+		g.open()
+		require.NoError(t, recvErr(t, first))
+
+		require.Equal(t, "C", peek(t, e, key), "the late finish marks the key contended")
+		got, hit := readPrice(t, e, p.ID)
+		require.Equal(t, int64(300), got, "never the older value")
+		require.False(t, hit)
+		expireKey(t, e, key, e.plugin.cfg.ContendedTTL)
+		requireFresh(t, e, p.ID, 300, true)
+	})
+}
+
+// Race 3a: nothing is cached before COMMIT, even by a concurrent reader
+// that misses while the transaction is open.
+func TestRace3BeforeCommit(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		p, key := newProduct(t, e)
+		g := newGate()
+		e.plugin.hooks = &testHooks{afterCommit: g.pass}
+		writer := goWrite(func() error {
+			return e.db.Transaction(func(tx *gorm.DB) error {
+				if err := setPrice(p.ID, 200)(tx); err != nil {
+					return err
+				}
+				// (not on the test goroutine: report, do not require)
+				if v, _ := e.rdb.Get(context.Background(), key).Result(); !strings.HasPrefix(v, "F") {
+					return fmt.Errorf("not fenced before COMMIT: key holds %q", abbrev(v))
+				}
+				// A reader outside misses while the transaction is open.
+				var got Product
+				if err := e.db.First(&got, p.ID).Error; err != nil || got.Price != 100 {
+					return fmt.Errorf("a reader outside the transaction got price %d, %v; want the committed 100", got.Price, err)
+				}
+				if v, _ := e.rdb.Get(context.Background(), key).Result(); !strings.HasPrefix(v, "F") {
+					return fmt.Errorf("the reader filled the key: it holds %q", abbrev(v))
+				}
+				return nil
+			})
+		})
+		g.await(t) // COMMIT returned, the finish has not run
+		require.True(t, strings.HasPrefix(peek(t, e, key), "F"))
+		r := recvRead(t, goRead(e, p.ID))
+		require.Equal(t, int64(200), r.p.Price, "committed: readers get the new state from the database")
+		g.open()
+		require.NoError(t, recvErr(t, writer))
+		requireFresh(t, e, p.ID, 200, true)
+	})
+}
+
+// Race 3b: a rollback publishes nothing, and a rollback's late release does
+// not remove a newer writer's value.
+func TestRace3AfterRollback(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		p, key := newProduct(t, e)
+		warm(t, e, p.ID)
+		g := newGate()
+		e.plugin.hooks = &testHooks{beforeFinish: func() bool {
+			g.pass() // the rolled-back transaction stops before releasing
+			return true
+		}}
+		rolledBack := goWrite(func() error {
+			return e.db.Transaction(func(tx *gorm.DB) error {
+				if err := setPrice(p.ID, 200)(tx); err != nil {
+					return err
+				}
+				return errRollback
+			})
+		})
+		g.await(t)
+		require.True(t, strings.HasPrefix(peek(t, e, key), "F"), "still fenced")
+		got, hit := readPrice(t, e, p.ID)
+		require.Equal(t, int64(100), got, "rolled back: the committed state")
+		require.False(t, hit)
+
+		require.NoError(t, setPrice(p.ID, 300)(e.db), "a newer writer commits meanwhile")
+		g.open()
+		require.ErrorIs(t, recvErr(t, rolledBack), errRollback)
+		require.True(t, strings.HasPrefix(peek(t, e, key), "V"), "the late release left the newer value alone")
+		requireFresh(t, e, p.ID, 300, true)
+	})
+}
+
+// Race 3c: a savepoint rolled back inside a committed transaction: its
+// state never reaches Redis, neither while the finish is pending (readers
+// get the committed state) nor after it (the keys are dropped, not written).
+func TestRace3SavepointRollback(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		p, key := newProduct(t, e)
+		q, qkey := newProduct(t, e)
+		warm(t, e, p.ID)
+		warm(t, e, q.ID)
+		g := newGate()
+		e.plugin.hooks = &testHooks{afterCommit: g.pass}
+		writer := goWrite(func() error {
+			return e.db.Transaction(func(tx *gorm.DB) error {
+				if err := setPrice(p.ID, 200)(tx); err != nil {
+					return err
+				}
+				err := tx.Transaction(func(sp *gorm.DB) error {
+					if err := setPrice(p.ID, 666)(sp); err != nil {
+						return err
+					}
+					if err := setPrice(q.ID, 666)(sp); err != nil {
+						return err
+					}
+					return errRollback
+				})
+				if !errors.Is(err, errRollback) {
+					return fmt.Errorf("nested transaction: %v", err)
+				}
+				var inTx Product
+				if err := tx.First(&inTx, p.ID).Error; err != nil || inTx.Price != 200 {
+					return fmt.Errorf("the savepoint must be rolled back in the database: %v, price %d", err, inTx.Price)
+				}
+				return nil
+			})
+		})
+		g.await(t) // committed, not finished
+		for _, r := range []struct {
+			id    uint
+			price int64
+		}{{p.ID, 200}, {q.ID, 100}} {
+			got, hit := readPrice(t, e, r.id)
+			require.Equal(t, r.price, got, "the committed state")
+			require.False(t, hit)
+		}
+		g.open()
+		require.NoError(t, recvErr(t, writer))
+		require.Equal(t, "", peek(t, e, key), "p's last write was rolled back: its key is dropped")
+		require.Equal(t, "", peek(t, e, qkey), "q was only written in the rolled-back savepoint: its key is dropped")
+		requireFresh(t, e, p.ID, 200, true)
+		requireFresh(t, e, q.ID, 100, true)
+	})
+}
+
+// Race 4: reads inside a transaction go to the database: they see the
+// transaction's own writes, also ones the plugin cannot see (raw SQL), and
+// never fill the cache with uncommitted state.
+func TestRace4ReadsInTransaction(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		warmP, wkey := newProduct(t, e)
+		warm(t, e, warmP.ID)
+		wold := peek(t, e, wkey)
+		cold, ckey := newProduct(t, e)
+		table := tableOf(t, e, &Product{})
+		err := e.db.Transaction(func(tx *gorm.DB) error {
+			for _, id := range []uint{warmP.ID, cold.ID} {
+				require.NoError(t, tx.Exec(fmt.Sprintf("UPDATE %s SET price = 300 WHERE id = ?", table), id).Error)
+				var got Product
+				require.NoError(t, tx.First(&got, id).Error)
+				require.Equal(t, int64(300), got.Price, "the transaction sees its own write")
+			}
+			return errRollback
+		})
+		require.ErrorIs(t, err, errRollback)
+		require.Equal(t, wold, peek(t, e, wkey))
+		require.Equal(t, "", peek(t, e, ckey), "no uncommitted state was filled")
+		requireFresh(t, e, warmP.ID, 100, true)
+		requireFresh(t, e, cold.ID, 100, true)
+	})
+}
+
+// Race 5a: the process dies between COMMIT and the finish. Readers get the
+// database's state (never the pre-commit one) until the fence expires,
+// then the cache refills.
+func TestRace5CrashBeforeFinish(t *testing.T) {
+	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
+		e := newEnvWith(t, b, Config{LockTTL: 500 * time.Millisecond}, gcfg(), &Product{})
+		p, key := newProduct(t, e)
+		warm(t, e, p.ID)
+		var crashed atomic.Bool
+		crashed.Store(true)
+		e.plugin.hooks = &testHooks{beforeFinish: func() bool { return !crashed.Load() }}
+		require.NoError(t, write(e.db, p.ID, 200))
+		require.True(t, strings.HasPrefix(peek(t, e, key), "F"), "the fence outlives the crash")
+		crashed.Store(false)
+		for i := 0; i < 3; i++ {
+			got, hit := readPrice(t, e, p.ID)
+			require.Equal(t, int64(200), got, "never the pre-commit state")
+			require.False(t, hit)
+		}
+		expireKey(t, e, key, e.plugin.cfg.LockTTL)
+		requireFresh(t, e, p.ID, 200, true)
+	})
+}
+
+// Race 5b: the finish's round trip fails: its request is lost (nothing
+// ran) or its reply is (it ran). The write still returns success, and no
+// reader gets the pre-commit state.
+func TestRace5LostFinish(t *testing.T) {
+	for _, replyLost := range []bool{false, true} {
+		t.Run(fmt.Sprintf("replyLost=%v", replyLost), func(t *testing.T) {
+			forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
+				e := newEnvWith(t, b, Config{LockTTL: 500 * time.Millisecond}, gcfg(), &Product{})
+				hook := &faultHook{}
+				e.rdb.AddHook(hook)
+				p, key := newProduct(t, e)
+				warm(t, e, p.ID)
+				hook.afterSend.Store(replyLost)
+				hook.set(func(cmd redis.Cmder) bool { return isScript(cmd, finishScript) })
+				errsBefore := e.plugin.Stats().RedisErrors
+				require.NoError(t, write(e.db, p.ID, 200), "a lost finish does not fail the committed write")
+				hook.clear()
+				require.Equal(t, int64(1), hook.hits.Load(), "the finish was hit by the fault")
+				require.Greater(t, e.plugin.Stats().RedisErrors, errsBefore)
+				v := peek(t, e, key)
+				if replyLost {
+					require.True(t, strings.HasPrefix(v, "V"), "the finish ran, only its reply was lost")
+					requireFresh(t, e, p.ID, 200, true)
+					return
+				}
+				require.True(t, strings.HasPrefix(v, "F"), "the finish never ran: the fence stays")
+				got, hit := readPrice(t, e, p.ID)
+				require.Equal(t, int64(200), got)
+				require.False(t, hit)
+				expireKey(t, e, key, e.plugin.cfg.LockTTL)
+				requireFresh(t, e, p.ID, 200, true)
+			})
+		})
+	}
+}
