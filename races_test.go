@@ -289,3 +289,68 @@ func TestRace5LostFinish(t *testing.T) {
 		})
 	}
 }
+
+// Race 6: a cached "not found" must not outlive an insert, whether the
+// insert names its key or the database assigns it, and also when a reader's
+// fill of the absence races the insert.
+func TestRace6CachedAbsenceThenInsert(t *testing.T) {
+	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, _ func(*gorm.DB, uint, int64) error) {
+		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
+		seed, _ := newProduct(t, e)
+		for _, assigned := range []bool{true, false} { // Postgres: explicit ids do not advance the sequence
+			t.Run(fmt.Sprintf("dbAssignsKey=%v", assigned), func(t *testing.T) {
+				var last Product
+				require.NoError(t, e.db.Unscoped().Order("id desc").Take(&last).Error)
+				id := last.ID + 1
+				// Cached absence, served from the cache, for a bounded time.
+				require.ErrorIs(t, e.db.First(&Product{}, id).Error, gorm.ErrRecordNotFound)
+				key := rowKeyFor(t, e, &Product{ID: id})
+				require.True(t, strings.HasPrefix(peek(t, e, key), "N"), "the absence is cached")
+				ttl := e.rdb.PTTL(context.Background(), key).Val()
+				require.Greater(t, ttl, time.Duration(0))
+				require.LessOrEqual(t, ttl, e.plugin.cfg.NotFoundTTL, "briefly")
+				e.queries()
+				require.ErrorIs(t, e.db.First(&Product{}, id).Error, gorm.ErrRecordNotFound)
+				require.Zero(t, e.queries(), "the absence is served from the cache")
+
+				p := Product{Name: "new", Price: 100}
+				if !assigned {
+					p.ID = id
+				}
+				require.NoError(t, e.db.Create(&p).Error)
+				require.Equal(t, id, p.ID)
+				requireFresh(t, e, id, 100, true)
+			})
+		}
+		t.Run("racingFill", func(t *testing.T) {
+			id := seed.ID + 1000
+			key := rowKeyFor(t, e, &Product{ID: id})
+			g := newGate()
+			e.plugin.hooks = &testHooks{beforeFill: func(row string) {
+				if row == key {
+					g.pass()
+				}
+			}}
+			defer func() { e.plugin.hooks = nil }()
+			reader := goRead(e, id)
+			g.await(t) // the reader saw no row and is about to cache that
+			require.NoError(t, e.db.Create(&Product{ID: id, Name: "late", Price: 100}).Error)
+			g.open()
+			require.ErrorIs(t, recvRead(t, reader).err, gorm.ErrRecordNotFound)
+			require.False(t, strings.HasPrefix(peek(t, e, key), "N"), "the stale absence was dropped")
+			requireFresh(t, e, id, 100, true)
+		})
+	})
+}
+
+// TestNotFoundTTLDisabled: a negative NotFoundTTL caches no absence.
+func TestNotFoundTTLDisabled(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{NotFoundTTL: -1}, &Product{})
+		require.ErrorIs(t, e.db.First(&Product{}, 4242).Error, gorm.ErrRecordNotFound)
+		require.Equal(t, "", peek(t, e, rowKeyFor(t, e, &Product{ID: 4242})))
+		e.queries()
+		require.ErrorIs(t, e.db.First(&Product{}, 4242).Error, gorm.ErrRecordNotFound)
+		require.Equal(t, int64(1), e.queries())
+	})
+}
