@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -352,5 +353,128 @@ func TestNotFoundTTLDisabled(t *testing.T) {
 		e.queries()
 		require.ErrorIs(t, e.db.First(&Product{}, 4242).Error, gorm.ErrRecordNotFound)
 		require.Equal(t, int64(1), e.queries())
+	})
+}
+
+// scriptCounter counts the read script's replies that reached the client.
+type scriptCounter struct{ reads atomic.Int64 }
+
+func (c *scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if isScript(cmd, readScript) && !isNoScript(err) {
+			c.reads.Add(1)
+		}
+		return err
+	}
+}
+func (c *scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// stampede runs n concurrent reads of one cold key spread over the given
+// plugin instances (each with counter installed on its Redis client) and
+// returns how many database queries they made. With forced set, whoever
+// reads the database waits until every reader has had its answer from
+// Redis: the worst case, all miss before any fill lands.
+func stampede(t *testing.T, envs []*env, counter *scriptCounter, id uint, key string, n int, forced bool) int64 {
+	t.Helper()
+	counter.reads.Store(0)
+	for _, e := range envs {
+		e.plugin.hooks = &testHooks{beforeQuery: func(row string) {
+			if !forced || row != key {
+				return
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for counter.reads.Load() < int64(n) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}}
+	}
+	require.NoError(t, envs[0].rdb.Del(context.Background(), key).Err())
+	envs[0].queries()
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		e := envs[i%len(envs)]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			var got Product
+			if err := e.db.First(&got, id).Error; err != nil {
+				errs <- err
+			} else if got.Price != 100 {
+				errs <- fmt.Errorf("read price %d", got.Price)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	for _, e := range envs {
+		e.plugin.hooks = nil
+	}
+	if forced {
+		require.GreaterOrEqual(t, counter.reads.Load(), int64(n), "every reader asked Redis")
+	}
+	return envs[0].queries()
+}
+
+// Race 7: a stampede of concurrent misses on one hot key.
+func TestRace7Stampede(t *testing.T) {
+	const n = 50
+	// Generous Redis timeouts: 50 goroutines on a loaded machine must not
+	// fall back to the database for being slow.
+	cfg := Config{ReadTimeout: 5 * time.Second, LeaseTTL: 5 * time.Second}
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		t.Run("oneProcess", func(t *testing.T) {
+			e := newEnv(t, b, cfg, &Product{})
+			counter := &scriptCounter{}
+			e.rdb.AddHook(counter)
+			p, key := newProduct(t, e)
+			q := stampede(t, []*env{e}, counter, p.ID, key, n, true)
+			t.Logf("%s: %d concurrent misses in one process (forced: all miss before the fill) made %d database queries", b.name, n, q)
+			require.Equal(t, int64(1), q, "one process: exactly one database query")
+			var unforced []int64
+			for i := 0; i < 5; i++ {
+				unforced = append(unforced, stampede(t, []*env{e}, counter, p.ID, key, n, false))
+			}
+			t.Logf("%s: one process, %d unforced concurrent misses, 5 runs: %v database queries", b.name, n, unforced)
+			for _, q := range unforced {
+				require.LessOrEqual(t, q, int64(1))
+			}
+		})
+		t.Run("twoProcesses", func(t *testing.T) {
+			e := newEnv(t, b, cfg, &Product{})
+			twin := twinOf(t, e, cfg, nil)
+			counter := &scriptCounter{}
+			e.rdb.AddHook(counter)
+			twin.rdb.AddHook(counter)
+			p, key := newProduct(t, e)
+			q := stampede(t, []*env{e, twin}, counter, p.ID, key, n, true)
+			t.Logf("%s: %d concurrent misses over two processes (forced) made %d database queries", b.name, n, q)
+			var unforced []int64
+			for i := 0; i < 5; i++ {
+				unforced = append(unforced, stampede(t, []*env{e, twin}, counter, p.ID, key, n, false))
+			}
+			t.Logf("%s: two processes, %d unforced concurrent misses, 5 runs: %v database queries", b.name, n, unforced)
+			// The process holding the lease makes one query for all its
+			// readers. Readers in the other process see a lease that is not
+			// theirs and read the database each, without filling: one
+			// process cannot wait on another's fill, and sharing one
+			// reader's database answer between them is not safe (a
+			// table-level write leaves a lease in place, so seeing the same
+			// lease does not prove both reads started after the write).
+			require.LessOrEqual(t, q, int64(1+n/2))
+			for _, q := range unforced {
+				require.LessOrEqual(t, q, int64(1+n/2))
+			}
+		})
 	})
 }
