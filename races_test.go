@@ -478,3 +478,90 @@ func TestRace7Stampede(t *testing.T) {
 		})
 	})
 }
+
+// Race 8a: the writer's fence is evicted while its transaction is open,
+// and a reader takes the lease and reads the old row meanwhile. Its fill
+// lands after the write returned, on the contended marker the finish left
+// (or on nothing, when that marker was evicted too): it must be dropped.
+func TestRace8EvictedFence(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		for _, evictContended := range []bool{false, true} {
+			t.Run(fmt.Sprintf("evictContended=%v", evictContended), func(t *testing.T) {
+				e := newEnv(t, b, Config{}, &Product{})
+				p, key := newProduct(t, e)
+				warm(t, e, p.ID)
+				g := newGate()
+				e.plugin.hooks = &testHooks{beforeFill: func(row string) {
+					if row == key {
+						g.pass()
+					}
+				}}
+				var reader <-chan readResult
+				require.NoError(t, e.db.Transaction(func(tx *gorm.DB) error {
+					if err := setPrice(p.ID, 200)(tx); err != nil {
+						return err
+					}
+					require.True(t, strings.HasPrefix(peek(t, e, key), "F"))
+					require.NoError(t, e.rdb.Del(context.Background(), key).Err(), "evict the fence")
+					reader = goRead(e, p.ID)
+					g.await(t) // the reader holds a lease and the old row
+					return nil
+				}))
+				require.Equal(t, "C", peek(t, e, key), "the finish found no fence of its own")
+				if evictContended {
+					require.NoError(t, e.rdb.Del(context.Background(), key).Err(), "evict the contended marker")
+				}
+				g.open() // the stale fill lands after the write returned
+				require.Equal(t, int64(100), recvRead(t, reader).p.Price)
+				v := peek(t, e, key)
+				require.False(t, strings.HasPrefix(v, "V"), "the stale fill was dropped, key holds %q", abbrev(v))
+				got, _ := readPrice(t, e, p.ID)
+				require.Equal(t, int64(200), got)
+			})
+		}
+	})
+}
+
+// Race 8b: the written-through value is evicted while a stale fill is in
+// flight: the fill finds no lease of its own and is dropped.
+func TestRace8EvictedValue(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		p, key := newProduct(t, e)
+		g := newGate()
+		e.plugin.hooks = &testHooks{beforeFill: func(row string) {
+			if row == key {
+				g.pass()
+			}
+		}}
+		reader := goRead(e, p.ID)
+		g.await(t)
+		require.NoError(t, setPrice(p.ID, 200)(e.db))
+		require.NoError(t, e.rdb.Del(context.Background(), key).Err(), "evict the new value")
+		g.open()
+		require.Equal(t, int64(100), recvRead(t, reader).p.Price)
+		require.Equal(t, "", peek(t, e, key), "the stale fill was dropped")
+		requireFresh(t, e, p.ID, 200, true)
+	})
+}
+
+// Race 8c: a shard's generation key is evicted after a table-level write
+// made the entries filled before it stale. The stale entries must not come
+// back to life.
+func TestRace8EvictedGeneration(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{TableShards: 1}, &Product{})
+		p, key := newProduct(t, e)
+		warm(t, e, p.ID)
+		require.NoError(t, e.db.Model(&Product{}).Where("price > ?", 0).Update("stock", 9).Error, "a write the plugin cannot name rows for")
+		mi, err := e.plugin.modelOf(&Product{})
+		require.NoError(t, err)
+		gen, _ := mi.shardKeys(e.prefix, 0)
+		require.NotEqual(t, "", peek(t, e, gen))
+		require.NoError(t, e.rdb.Del(context.Background(), gen).Err(), "evict the generation")
+		var got Product
+		require.NoError(t, e.db.First(&got, p.ID).Error)
+		require.Equal(t, 9, got.Stock, "the entry from before the table write is stale")
+		require.NotEqual(t, "", peek(t, e, key))
+	})
+}

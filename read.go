@@ -124,16 +124,17 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]st
 		defer cancel()
 	}
 	leaseMS := strconvMS(p.cfg.LeaseTTL)
+	start := genStart()
 	replies := make([]string, len(lk.refs))
 	if len(lk.refs) == 1 {
 		k := lk.refs[0].key
-		r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
+		r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp, start).Text()
 		replies[0] = r
 		return replies, err
 	}
 	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, r := range lk.refs {
-			readScript.EvalSha(ctx, pipe, []string{r.key.row, r.key.gen, r.key.fence}, leaseID, leaseMS, lk.mi.fp)
+			readScript.EvalSha(ctx, pipe, []string{r.key.row, r.key.gen, r.key.fence}, leaseID, leaseMS, lk.mi.fp, start)
 		}
 		return nil
 	})
@@ -183,7 +184,7 @@ func (p *Plugin) reclaim(ctx context.Context, k rowKey, entry, leaseID string) b
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.ReadTimeout)
 		defer cancel()
 	}
-	r, err := reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL)).Text()
+	r, err := reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL), genStart()).Text()
 	if err != nil {
 		p.stats.redisErrors.Add(1)
 		return false

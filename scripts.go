@@ -2,6 +2,8 @@ package writethrough
 
 import (
 	"context"
+	"math/rand/v2"
+	"strconv"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -18,6 +20,11 @@ import (
 // A shard's generation key counts table-level invalidations; while its fence
 // key exists a table-level write is in flight and no key of the shard is
 // served or filled. Every script below touches the keys of one shard only.
+//
+// A missing generation key (never set, or evicted) is created with a random
+// start (genStart), never from 0: entries stamped with a generation that a
+// table-level write made stale would otherwise come back to life once the
+// count starts over and reaches their stamp again.
 
 // readScript serves a read. It returns the entry ("V..." or "N") when it is
 // current, "G" when the key was empty or stale and the caller now holds the
@@ -25,10 +32,12 @@ import (
 // "B" while a table-level write is in flight, and anything else (a lease, a
 // fence, "C") when the caller must read the database without filling.
 //
-// KEYS: row, gen, fence. ARGV: lease id, lease TTL ms, fingerprint.
+// KEYS: row, gen, fence. ARGV: lease id, lease TTL ms, fingerprint,
+// generation start.
 var readScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'B' end
-local g = redis.call('GET', KEYS[2]) or '0'
+local g = redis.call('GET', KEYS[2])
+if not g then g = ARGV[4] redis.call('SET', KEYS[2], g) end
 local v = redis.call('GET', KEYS[1])
 local granted = 'G'
 if v then
@@ -53,11 +62,13 @@ return granted
 // decode, provided the entry is still exactly that one. It returns "G" or
 // "B" as readScript does.
 //
-// KEYS: row, gen, fence. ARGV: the undecodable entry, lease id, lease TTL ms.
+// KEYS: row, gen, fence. ARGV: the undecodable entry, lease id, lease TTL
+// ms, generation start.
 var reclaimScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'B' end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'B' end
-local g = redis.call('GET', KEYS[2]) or '0'
+local g = redis.call('GET', KEYS[2])
+if not g then g = ARGV[4] redis.call('SET', KEYS[2], g) end
 redis.call('SET', KEYS[1], 'L' .. ARGV[2] .. '|' .. g, 'PX', ARGV[3])
 return 'G'
 `)
@@ -127,12 +138,20 @@ return 0
 // generation once more (fills taken while an overlapping table write was in
 // flight must not survive this one) and drops the fence if it is its own.
 //
-// KEYS: gen, fence. ARGV: token.
+// KEYS: gen, fence. ARGV: token, generation start.
 var tableFinishScript = redis.NewScript(`
+redis.call('SET', KEYS[1], ARGV[2], 'NX')
 redis.call('INCR', KEYS[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 `)
+
+// genStart returns a random start for a generation key that is missing:
+// an integer (INCR keeps working) from [2^61, 2^62), so it never overflows
+// and, with overwhelming probability, never meets a generation used before.
+func genStart() string {
+	return strconv.FormatInt(1<<61+rand.Int64N(1<<61), 10)
+}
 
 var allScripts = []*redis.Script{readScript, reclaimScript, fillScript, finishScript, releaseScript, tableFinishScript}
 
