@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
 )
 
 // One deterministic test per race of consistency.md: each forces the bad
@@ -563,5 +564,92 @@ func TestRace8EvictedGeneration(t *testing.T) {
 		require.NoError(t, e.db.First(&got, p.ID).Error)
 		require.Equal(t, 9, got.Stock, "the entry from before the table write is stale")
 		require.NotEqual(t, "", peek(t, e, key))
+	})
+}
+
+// Two layouts of one table, as an old and a new binary have them during a
+// rolling deploy: the new one dropped price and added stock. Both encode to
+// the same shapes, so only the layout fingerprint tells their entries apart.
+type GadgetV1 struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Price int64
+}
+
+type GadgetV2 struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Stock int64 `gorm:"default:5"`
+}
+
+// gadgetNamer maps both layouts to one table.
+type gadgetNamer struct{ schema.NamingStrategy }
+
+func (n gadgetNamer) TableName(s string) string {
+	if strings.HasPrefix(s, "Gadget") {
+		s = "Gadget"
+	}
+	return n.NamingStrategy.TableName(s)
+}
+
+// Race 9: two plugins on one table with different model layouts never
+// decode each other's entries, and both stay correct after writes from
+// either.
+func TestRace9SchemaSkew(t *testing.T) {
+	forEachBackendT(t, func(t *testing.T, b backend) {
+		oldBin := newEnv(t, b, Config{})
+		oldBin.db.NamingStrategy = gadgetNamer{oldBin.db.NamingStrategy.(schema.NamingStrategy)}
+		require.NoError(t, oldBin.db.AutoMigrate(&GadgetV1{}))
+		require.NoError(t, oldBin.db.AutoMigrate(&GadgetV2{}), "the new binary adds its column")
+		t.Cleanup(func() { _ = oldBin.db.Migrator().DropTable(&GadgetV1{}) })
+		newBin := twinOf(t, oldBin, Config{}, nil)
+		require.Equal(t, tableOf(t, oldBin, &GadgetV1{}), tableOf(t, newBin, &GadgetV2{}))
+		mi1, err := oldBin.plugin.modelOf(&GadgetV1{})
+		require.NoError(t, err)
+		mi2, err := newBin.plugin.modelOf(&GadgetV2{})
+		require.NoError(t, err)
+		require.NotEqual(t, mi1.fp, mi2.fp)
+
+		g := GadgetV1{Name: "g", Price: 100}
+		require.NoError(t, oldBin.db.Create(&g).Error)
+		key := rowKeyFor(t, oldBin, &GadgetV1{ID: g.ID})
+		require.Equal(t, key, rowKeyFor(t, newBin, &GadgetV2{ID: g.ID}), "both binaries use the same key")
+
+		readOld := func() (GadgetV1, bool) {
+			before := oldBin.plugin.Stats().Hits
+			var got GadgetV1
+			require.NoError(t, oldBin.db.First(&got, g.ID).Error)
+			return got, oldBin.plugin.Stats().Hits > before
+		}
+		readNew := func() (GadgetV2, bool) {
+			before := newBin.plugin.Stats().Hits
+			var got GadgetV2
+			require.NoError(t, newBin.db.First(&got, g.ID).Error)
+			return got, newBin.plugin.Stats().Hits > before
+		}
+		check := func(price, stock int64) {
+			t.Helper()
+			// Each binary in turn reads the row right after the other one
+			// cached it: it must not take the other's entry for its own.
+			for i := 0; i < 2; i++ {
+				o, _ := readOld()
+				require.Equal(t, price, o.Price)
+				o, hit := readOld()
+				require.Equal(t, price, o.Price)
+				require.True(t, hit, "the old binary's own entry is served")
+				n, hit := readNew()
+				require.Equal(t, stock, n.Stock, "the new binary never decodes the old layout")
+				require.False(t, hit)
+				n, hit = readNew()
+				require.Equal(t, stock, n.Stock)
+				require.True(t, hit, "the new binary's own entry is served")
+			}
+		}
+		check(100, 5)
+		require.NoError(t, oldBin.db.Model(&GadgetV1{ID: g.ID}).Update("price", 200).Error, "a write from the old binary")
+		check(200, 5)
+		require.NoError(t, newBin.db.Model(&GadgetV2{ID: g.ID}).Update("stock", 7).Error, "a write from the new binary")
+		check(200, 7)
+		require.NotZero(t, newBin.plugin.Stats().DecodeErrors+oldBin.plugin.Stats().DecodeErrors, "entries of the other layout were seen and replaced")
 	})
 }
