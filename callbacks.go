@@ -75,6 +75,10 @@ type stmtState struct {
 	fenced  map[string]rowWrite // auto-commit: keys fenced before the SQL
 	tables  []pendingTable      // table shards fenced
 	pending []rowWrite          // fenced, waiting for the after-commit callback
+	// unfenced: keys whose fence failed under the Available policy, to be
+	// invalidated once the transaction has ended.
+	unfenced    []string
+	unfencedErr error
 }
 
 func (p *Plugin) registerCallbacks(db *gorm.DB) error {
@@ -300,6 +304,9 @@ func (p *Plugin) afterCommit(db *gorm.DB) {
 		}
 	}
 	p.finishWrites(context.WithoutCancel(db.Statement.Context), st.token, writes, st.tables)
+	if len(st.unfenced) > 0 {
+		p.queueInvalidation(st.unfenced, st.unfencedErr)
+	}
 }
 
 // fenceFailed applies the write policy to a fence that could not be taken.
@@ -313,7 +320,20 @@ func (p *Plugin) fenceFailed(db *gorm.DB, tx *txConn, err error, keys []string) 
 		db.AddError(err)
 		return
 	}
-	p.queueInvalidation(keys, err)
+	// Available: the write goes on unfenced, and its keys are invalidated
+	// once Redis answers. Inside a transaction, not before it has ended: an
+	// invalidation landing earlier could expire while the transaction is
+	// still open, and a reader would then fill the old row for good.
+	switch {
+	case tx != nil:
+		tx.deferInvalidation(keys, err)
+	case inTransaction(db.Statement.ConnPool) && startedTransaction(db):
+		db.InstanceSet(instanceState, &stmtState{unfenced: keys, unfencedErr: err})
+	default:
+		// Auto-commit (its after-callback fences again once the SQL ran),
+		// or a transaction the plugin cannot see end.
+		p.queueInvalidation(keys, err)
+	}
 }
 
 // affectedKeys names the rows a statement writes. For a create they are the
