@@ -169,7 +169,7 @@ func TestPolicyStrictFenceReplyLost(t *testing.T) {
 	forEachBackendT(t, func(t *testing.T, b backend) {
 		for _, m := range policyModes {
 			t.Run(m.name, func(t *testing.T) {
-				e := newEnvWith(t, b, Config{LockTTL: 500 * time.Millisecond}, m.gcfg(), &Product{})
+				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				hook := &faultHook{}
 				e.rdb.AddHook(hook)
 				p, key := newProduct(t, e)
@@ -195,7 +195,7 @@ func TestPolicyAvailableRedisDown(t *testing.T) {
 	forEachBackendT(t, func(t *testing.T, b backend) {
 		for _, m := range policyModes {
 			t.Run(m.name, func(t *testing.T) {
-				cfg := Config{OnRedisError: Available, ContendedTTL: 300 * time.Millisecond}
+				cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 				e, px := newProxiedEnv(t, b, cfg, m.gcfg())
 				other := twinOf(t, e, Config{}, nil) // another process, its Redis reachable
 				p, key := newProduct(t, e)
@@ -233,7 +233,7 @@ func TestPolicyAvailableRedisDown(t *testing.T) {
 // entry still in Redis.
 func TestPolicyAvailableDirtyKeysBypassTheCache(t *testing.T) {
 	forEachBackendT(t, func(t *testing.T, b backend) {
-		cfg := Config{OnRedisError: Available, ContendedTTL: 300 * time.Millisecond}
+		cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 		e := newEnv(t, b, cfg, &Product{})
 		hook := &faultHook{}
 		e.rdb.AddHook(hook)
@@ -268,7 +268,7 @@ func TestPolicyAvailableDirtyKeysBypassTheCache(t *testing.T) {
 // a reader fills the old row in between and it is served for good.
 func TestPolicyAvailableInvalidationWaitsForCommit(t *testing.T) {
 	forEachBackendT(t, func(t *testing.T, b backend) {
-		cfg := Config{OnRedisError: Available, ContendedTTL: 300 * time.Millisecond}
+		cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 		e, px := newProxiedEnv(t, b, cfg, &gorm.Config{})
 		p, key := newProduct(t, e)
 		warm(t, e, p.ID)

@@ -52,7 +52,7 @@ func TestRace1StaleFill(t *testing.T) {
 // readers get v2 from the database.
 func TestRace2ReorderedWriters(t *testing.T) {
 	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
-		e := newEnvWith(t, b, Config{ContendedTTL: 300 * time.Millisecond}, gcfg(), &Product{})
+		e := newEnvWith(t, b, Config{ContendedTTL: 5 * time.Second}, gcfg(), &Product{})
 		p, key := newProduct(t, e)
 		warm(t, e, p.ID)
 		g := newGate()
@@ -237,7 +237,7 @@ func TestRace4ReadsInTransaction(t *testing.T) {
 // then the cache refills.
 func TestRace5CrashBeforeFinish(t *testing.T) {
 	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
-		e := newEnvWith(t, b, Config{LockTTL: 500 * time.Millisecond}, gcfg(), &Product{})
+		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
 		p, key := newProduct(t, e)
 		warm(t, e, p.ID)
 		var crashed atomic.Bool
@@ -263,7 +263,7 @@ func TestRace5LostFinish(t *testing.T) {
 	for _, replyLost := range []bool{false, true} {
 		t.Run(fmt.Sprintf("replyLost=%v", replyLost), func(t *testing.T) {
 			forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
-				e := newEnvWith(t, b, Config{LockTTL: 500 * time.Millisecond}, gcfg(), &Product{})
+				e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
 				hook := &faultHook{}
 				e.rdb.AddHook(hook)
 				p, key := newProduct(t, e)
