@@ -86,6 +86,10 @@ type pendingCommit struct {
 	token  string
 	writes []rowWrite
 	tables []pendingTable
+	// keys whose fence failed (policy Available), invalidated once the
+	// transaction has ended
+	unfenced    []string
+	unfencedErr error
 }
 
 const instancePending = "writethrough:pending"
@@ -329,6 +333,9 @@ func (p *Plugin) afterCommit(db *gorm.DB) {
 		}
 	}
 	p.finishWrites(context.WithoutCancel(db.Statement.Context), pc.token, writes, pc.tables)
+	if len(pc.unfenced) > 0 {
+		p.queueInvalidation(pc.unfenced, pc.unfencedErr)
+	}
 }
 
 // fenceFailed applies the write policy to a fence that could not be taken.
@@ -342,7 +349,20 @@ func (p *Plugin) fenceFailed(db *gorm.DB, tx *txConn, err error, keys []string) 
 		db.AddError(err)
 		return
 	}
-	p.queueInvalidation(keys, err)
+	// Available: the write goes on unfenced, and its keys are invalidated
+	// once Redis answers. Inside a transaction, not before it has ended: an
+	// invalidation landing earlier could expire while the transaction is
+	// still open, and a reader would then fill the old row for good.
+	switch {
+	case tx != nil:
+		tx.deferInvalidation(keys, err)
+	case inTransaction(db.Statement.ConnPool) && startedTransaction(db):
+		db.InstanceSet(instancePending, &pendingCommit{unfenced: keys, unfencedErr: err})
+	default:
+		// Auto-commit (its after-callback fences again once the SQL ran),
+		// or a transaction the plugin cannot see end.
+		p.queueInvalidation(keys, err)
+	}
 }
 
 // affectedKeys names the rows a statement writes. For a create they are the

@@ -16,7 +16,17 @@ import (
 type flights struct {
 	mu sync.Mutex
 	m  map[string]*flight // by lease id
+	// Ended flights that stored something stay findable for a while: a
+	// statement that saw the lease just before the fill landed, but looks
+	// the flight up after it ended, still uses what was stored (it is as
+	// fresh for it as for a waiter that came in time) instead of querying
+	// the database. Two generations, rotated every keepEnded.
+	recent, old map[string]*flight
+	rotated     time.Time
 }
+
+// keepEnded bounds how long an ended flight's fills stay findable.
+const keepEnded = time.Second
 
 // flight is one statement's pending fills.
 type flight struct {
@@ -45,8 +55,20 @@ func (fs *flights) start(leaseID string) *flight {
 
 // end unregisters a statement and wakes its waiters.
 func (fs *flights) end(f *flight) {
+	f.mu.Lock()
+	stored := len(f.results) > 0
+	f.mu.Unlock()
 	fs.mu.Lock()
 	delete(fs.m, f.leaseID)
+	if now := time.Now(); now.Sub(fs.rotated) > keepEnded {
+		fs.old, fs.recent, fs.rotated = fs.recent, nil, now
+	}
+	if stored {
+		if fs.recent == nil {
+			fs.recent = map[string]*flight{}
+		}
+		fs.recent[f.leaseID] = f
+	}
 	fs.mu.Unlock()
 	close(f.done)
 }
@@ -66,6 +88,12 @@ func (f *flight) publish(row string, entry []byte, absent bool) {
 func (fs *flights) wait(ctx context.Context, row, leaseID string, limit time.Duration) (entry []byte, absent, ok bool) {
 	fs.mu.Lock()
 	f := fs.m[leaseID]
+	if f == nil {
+		f = fs.recent[leaseID]
+	}
+	if f == nil {
+		f = fs.old[leaseID]
+	}
 	fs.mu.Unlock()
 	if f == nil {
 		return nil, false, false

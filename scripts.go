@@ -155,22 +155,26 @@ return 1
 // generation as it was when the fence landed.
 //
 // KEYS: row, gen. ARGV: token, lock TTL ms.
-var fenceScript = redis.NewScript(genLua + `
+var fenceScript = redis.NewScript(fenceScriptSrc)
+
+const fenceScriptSrc = genLua + `
 redis.call('SET', KEYS[1], 'F' .. ARGV[1], 'PX', ARGV[2])
 return gen(KEYS[2])
-`)
+`
 
 // tableFenceScript starts a table-level write on one shard: the generation
 // is bumped (no entry of the shard is served any more) and the fence key
 // stops fills until the write finishes or the fence expires.
 //
 // KEYS: gen, fence. ARGV: token, lock TTL ms.
-var tableFenceScript = redis.NewScript(genLua + `
+var tableFenceScript = redis.NewScript(tableFenceScriptSrc)
+
+const tableFenceScriptSrc = genLua + `
 gen(KEYS[1])
 redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 1
-`)
+`
 
 // bumpScript bumps a shard's generation: every entry of the shard stops
 // being served, and fills that began before are dropped.

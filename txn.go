@@ -93,6 +93,9 @@ type txConn struct {
 	seq        int                      // bumped by every recorded change
 	savepoints []savepoint
 	poisoned   error // strict policy: a fence failed, COMMIT must not happen
+	// available policy: keys whose fence failed, invalidated after COMMIT
+	unfenced    []string
+	unfencedErr error
 }
 
 // pendingRow is a fenced row and the state to publish after COMMIT.
@@ -145,6 +148,15 @@ func (t *txConn) poison(err error) {
 	}
 }
 
+// deferInvalidation queues keys whose fence failed (policy Available) for
+// invalidation once the transaction has committed.
+func (t *txConn) deferInvalidation(keys []string, err error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.unfenced = append(t.unfenced, keys...)
+	t.unfencedErr = err
+}
+
 // savepointCreated and savepointRolledBack follow SAVEPOINT and ROLLBACK TO
 // SAVEPOINT statements, which GORM issues through Exec.
 func (t *txConn) savepointCreated(name string) {
@@ -189,6 +201,14 @@ func (t *txConn) Commit() error {
 		t.p.hooks.afterCommit()
 	}
 	t.finish(err == nil)
+	t.mu.Lock()
+	unfenced, cause := t.unfenced, t.unfencedErr
+	t.unfenced = nil
+	t.mu.Unlock()
+	if len(unfenced) > 0 {
+		// Also when COMMIT failed: it may have happened all the same.
+		t.p.queueInvalidation(unfenced, cause)
+	}
 	return err
 }
 
