@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Codec turns a row's column values into bytes and back. The values are
@@ -358,6 +359,11 @@ func (JSONCodec) Append(dst []byte, values []any) ([]byte, error) {
 			s := base64.StdEncoding.EncodeToString(x)
 			out[i].Y = &s
 		case string:
+			// encoding/json replaces invalid UTF-8 with U+FFFD: the row
+			// would come back different, so it is not cached at all.
+			if !utf8.ValidString(x) {
+				return nil, fmt.Errorf("writethrough: JSONCodec cannot encode a string that is not valid UTF-8")
+			}
 			out[i].S = &x
 		case time.Time:
 			s := x.Format(time.RFC3339Nano)
