@@ -366,8 +366,14 @@ func (JSONCodec) Append(dst []byte, values []any) ([]byte, error) {
 			}
 			out[i].S = &x
 		case time.Time:
-			s := x.Format(time.RFC3339Nano)
 			z := jsonZone(x)
+			if _, offset := x.Zone(); offset%60 != 0 {
+				// RFC 3339 offsets have no seconds (local mean time
+				// before 1900 has them): the text would name another
+				// instant. The zone is kept in z anyway.
+				x = x.UTC()
+			}
+			s := x.Format(time.RFC3339Nano)
 			out[i].T, out[i].Z = &s, &z
 		default:
 			return nil, fmt.Errorf("writethrough: JSONCodec cannot encode %T", v)
