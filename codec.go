@@ -373,6 +373,11 @@ func (JSONCodec) Append(dst []byte, values []any) ([]byte, error) {
 				// instant. The zone is kept in z anyway.
 				x = x.UTC()
 			}
+			if y := x.Year(); y < 0 || y > 9999 {
+				// RFC 3339 has four-digit years: the text would not parse
+				// back, and every read of the row would fail to decode.
+				return nil, fmt.Errorf("writethrough: JSONCodec cannot encode the year %d", y)
+			}
 			s := x.Format(time.RFC3339Nano)
 			out[i].T, out[i].Z = &s, &z
 		default:

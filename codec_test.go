@@ -33,3 +33,26 @@ func TestJSONCodecKeepsOffsetsWithSeconds(t *testing.T) {
 		require.Equal(t, want.Location().String(), got[0].(time.Time).Location().String())
 	}
 }
+
+func TestJSONCodecYears(t *testing.T) {
+	// Years RFC 3339 can write come back; others (Postgres has both BC and
+	// years past 9999) are refused, not stored as an entry that never
+	// decodes.
+	for _, want := range []time.Time{
+		time.Date(0, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+	} {
+		b, err := JSONCodec{}.Append(nil, []any{want})
+		require.NoError(t, err)
+		got := make([]any, 1)
+		require.NoError(t, JSONCodec{}.Decode(b, got), "%v", want)
+		require.True(t, want.Equal(got[0].(time.Time)))
+	}
+	for _, bad := range []time.Time{
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+	} {
+		_, err := JSONCodec{}.Append(nil, []any{bad})
+		require.Error(t, err, "%v", bad)
+	}
+}
