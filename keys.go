@@ -144,7 +144,15 @@ func plainValue(v any) (any, bool) {
 		switch x := v.(type) {
 		case nil:
 			return nil, true
-		case int64, uint64, float64, bool, []byte, string, time.Time:
+		case []byte:
+			if x == nil {
+				// A nil []byte is NULL to database/sql and to every driver;
+				// kept as bytes it would come back as an empty, non-nil
+				// slice where a database read gives nil.
+				return nil, true
+			}
+			return x, true
+		case int64, uint64, float64, bool, string, time.Time:
 			return x, true
 		case int:
 			return int64(x), true

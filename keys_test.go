@@ -1,6 +1,7 @@
 package writethrough
 
 import (
+	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm/schema"
@@ -382,5 +384,48 @@ func TestKeyPartSpellingsNameOneKey(t *testing.T) {
 	}
 	for _, k := range keys {
 		require.Equal(t, keys[0], k)
+	}
+}
+
+func TestPlainValue(t *testing.T) {
+	seven := 7
+	var nilPtr *int
+	at := time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC)
+	cases := []struct {
+		in   any
+		want any
+		ok   bool
+	}{
+		{nil, nil, true},
+		{int8(-1), int64(-1), true},
+		{uint16(1), uint64(1), true},
+		{myInt(3), int64(3), true},
+		{float32(1.5), 1.5, true},
+		{true, true, true},
+		{"s", "s", true},
+		{[]byte{}, []byte{}, true},
+		{[]byte{0}, []byte{0}, true},
+		{[]byte(nil), nil, true}, // NULL, as database/sql sees it
+		{at, at, true},
+		{&seven, int64(7), true},
+		{nilPtr, nil, true},
+		{sql.NullString{}, nil, true},
+		{sql.NullString{String: "", Valid: true}, "", true},
+		{testUUID{1}, "01000000-0000-0000-0000-000000000000", true},
+		{failingValuer{}, nil, false},
+		{selfValuer{}, nil, false},
+		{map[string]int{}, nil, false},
+		{[]string{"a"}, nil, false},
+	}
+	for _, c := range cases {
+		got, ok := plainValue(c.in)
+		require.Equal(t, c.ok, ok, "plainValue(%T %#v)", c.in, c.in)
+		if !c.ok {
+			continue
+		}
+		require.Equal(t, c.want, got, "plainValue(%T %#v)", c.in, c.in)
+		if b, isBytes := c.want.([]byte); isBytes {
+			require.Equal(t, b == nil, got.([]byte) == nil, "nil vs empty")
+		}
 	}
 }
