@@ -118,32 +118,59 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 // readKeys runs the read script for every key of the lookup in one round
 // trip, bounded by Config.ReadTimeout.
 func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]string, error) {
-	if p.cfg.ReadTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.ReadTimeout)
-		defer cancel()
-	}
 	leaseMS := strconvMS(p.cfg.LeaseTTL)
 	replies := make([]string, len(lk.refs))
-	if len(lk.refs) == 1 {
-		k := lk.refs[0].key
-		r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
-		replies[0] = r
-		return replies, err
-	}
-	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, r := range lk.refs {
-			readScript.EvalSha(ctx, pipe, []string{r.key.row, r.key.gen, r.key.fence}, leaseID, leaseMS, lk.mi.fp)
+	err := p.withReadTimeout(ctx, func(ctx context.Context) error {
+		if len(lk.refs) == 1 {
+			k := lk.refs[0].key
+			r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
+			replies[0] = r
+			return err
+		}
+		cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, r := range lk.refs {
+				readScript.EvalSha(ctx, pipe, []string{r.key.row, r.key.gen, r.key.fence}, leaseID, leaseMS, lk.mi.fp)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i, c := range cmds {
+			replies[i], _ = c.(*redis.Cmd).Text()
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	for i, c := range cmds {
-		replies[i], _ = c.(*redis.Cmd).Text()
-	}
 	return replies, nil
+}
+
+// withReadTimeout runs fn bounded by Config.ReadTimeout. go-redis ends a
+// call at its context's deadline only with Options.ContextTimeoutEnabled;
+// otherwise a Redis that accepted the connection and stopped answering
+// holds the call for the client's own read timeout (seconds). Then fn runs
+// aside and the read stops waiting for it at the deadline. The client's
+// pool, whose waits do end at the deadline, bounds how many such calls can
+// be left behind.
+func (p *Plugin) withReadTimeout(ctx context.Context, fn func(context.Context) error) error {
+	if p.cfg.ReadTimeout <= 0 {
+		return fn(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ReadTimeout)
+	defer cancel()
+	if p.ctxDeadlines {
+		return fn(ctx)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // classify interprets one reply of the read script.
@@ -178,12 +205,12 @@ func (p *Plugin) classify(ctx context.Context, lk *lookup, i int, reply, leaseID
 
 // reclaim takes the lease on a key holding an entry that cannot be decoded.
 func (p *Plugin) reclaim(ctx context.Context, k rowKey, entry, leaseID string) bool {
-	if p.cfg.ReadTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.ReadTimeout)
-		defer cancel()
-	}
-	r, err := reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL)).Text()
+	var r string
+	err := p.withReadTimeout(ctx, func(ctx context.Context) error {
+		var err error
+		r, err = reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL)).Text()
+		return err
+	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)
 		return false

@@ -1,0 +1,179 @@
+package writethrough
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+)
+
+// P5 and the edges of the configuration: Redis faults on the read path,
+// damaged and foreign entries, models the cache leaves alone, TTLs.
+
+// faultServer is a TCP server that speaks no Redis: it accepts and then
+// either never answers (reply == "") or answers every command with reply.
+func faultServer(t testing.TB, reply string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Read command by command (so the client never blocks
+				// writing) and answer each one, if at all.
+				r := bufio.NewReader(c)
+				for {
+					if err := skipRESPCommand(r); err != nil {
+						return
+					}
+					if reply != "" {
+						if _, err := io.WriteString(c, reply); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// skipRESPCommand reads one client command: an array of bulk strings.
+func skipRESPCommand(r *bufio.Reader) error {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "*") {
+		return nil // an inline command: one line
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		head, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		size, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+		if err != nil {
+			return err
+		}
+		if _, err := io.CopyN(io.Discard, r, int64(size)+2); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closedPort returns an address nothing listens on.
+func closedPort(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// envWithRedis is newEnv with the plugin talking to rdb.
+func envWithRedis(t testing.TB, b backend, rdb redis.UniversalClient, cfg Config, models ...any) *env {
+	b.redis = func(testing.TB) redis.UniversalClient { return rdb }
+	return newEnv(t, b, cfg, models...)
+}
+
+func TestRedisFaultOnReadFallsBackToTheDatabase(t *testing.T) {
+	faults := map[string]func(t testing.TB) string{
+		"no answer":   func(t testing.TB) string { return faultServer(t, "") },
+		"closed port": closedPort,
+		"error reply": func(t testing.TB) string { return faultServer(t, "-ERR injected fault\r\n") },
+		"garbage":     func(t testing.TB) string { return faultServer(t, "?garbage\r\n") },
+	}
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for name, fault := range faults {
+			t.Run(name, func(t *testing.T) {
+				// The client's own timeouts are long and it does not bound
+				// calls by their context: Config.ReadTimeout must still be
+				// what ends a read that gets no answer.
+				rdb := redis.NewClient(&redis.Options{
+					Addr: fault(t), DialTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+				})
+				t.Cleanup(func() { rdb.Close() })
+				e := envWithRedis(t, b, rdb, Config{}, &Product{})
+				plain := plainDB(t, e)
+				table := tableOf(t, e, &Product{})
+				rows := []Product{{Name: "a", Price: 1}, {Name: "b", Price: 2}}
+				require.NoError(t, plain.Table(table).Create(&rows).Error)
+				e.queries()
+
+				read := func(f func() error) {
+					t.Helper()
+					start := time.Now()
+					require.NoError(t, f())
+					// Not a latency claim: only that the client's one-minute
+					// timeout is not what ended the call.
+					require.Less(t, time.Since(start), 30*time.Second, "the read waited for the client's timeout, not Config.ReadTimeout")
+				}
+				before := e.plugin.Stats().RedisErrors
+				var one Product
+				read(func() error { return e.db.First(&one, rows[0].ID).Error })
+				require.Equal(t, "a", one.Name)
+				require.Equal(t, int64(1), e.queries(), "the read went to the database")
+
+				var list []Product
+				read(func() error { return e.db.Find(&list, []uint{rows[0].ID, rows[1].ID}).Error })
+				require.Len(t, list, 2)
+				require.Equal(t, int64(1), e.queries())
+
+				read(func() error {
+					err := e.db.First(&Product{}, rows[1].ID+1000).Error
+					if !errors.Is(err, gorm.ErrRecordNotFound) {
+						return errors.New("want ErrRecordNotFound, got " + errString(err))
+					}
+					return nil
+				})
+				require.GreaterOrEqual(t, e.plugin.Stats().RedisErrors, before+3, "every failed Redis call is counted")
+				require.Zero(t, e.plugin.Stats().Hits)
+			})
+		}
+	})
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "nil"
+	}
+	return err.Error()
+}
