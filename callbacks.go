@@ -457,7 +457,6 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 			found[k.row] = row
 		}
 	}
-	ttl := p.ttl(mi.ttl)
 	for i := range writes {
 		w := &writes[i]
 		if w.kind == kindDrop {
@@ -477,7 +476,8 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 			w.kind = kindDrop
 			continue
 		}
-		w.kind, w.entry, w.ttl = kindValue, entry, ttl
+		// Jitter per row: a batch must not expire all at once.
+		w.kind, w.entry, w.ttl = kindValue, entry, p.ttl(mi.ttl)
 	}
 	return writes, nil
 }

@@ -2,6 +2,7 @@ package writethrough
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -18,6 +19,12 @@ import (
 
 // P5 and the edges of the configuration: Redis faults on the read path,
 // damaged and foreign entries, models the cache leaves alone, TTLs.
+
+// Plain is a model without soft delete.
+type Plain struct {
+	ID   uint
+	Name string
+}
 
 // faultServer is a TCP server that speaks no Redis: it accepts and then
 // either never answers (reply == "") or answers every command with reply.
@@ -176,4 +183,83 @@ func errString(err error) string {
 		return "nil"
 	}
 	return err.Error()
+}
+
+func TestTTLJitterSpreadsExpiries(t *testing.T) {
+	const n = 64
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, c := range []struct {
+			name   string
+			jitter float64
+		}{{"default jitter", 0}, {"jitter 0.5", 0.5}, {"no jitter", -1}} {
+			t.Run(c.name, func(t *testing.T) {
+				cfg := Config{TTL: time.Hour, TTLJitter: c.jitter}
+				e := newEnv(t, b, cfg, &Plain{})
+				jitter := e.plugin.cfg.TTLJitter
+				ctx := context.Background()
+				hi := cfg.TTL
+				if jitter > 0 {
+					hi = time.Duration(float64(cfg.TTL) * (1 + jitter))
+				}
+				pttls := func(rows []Plain, start time.Time) (lo, hi time.Duration) {
+					keys := make([]string, len(rows))
+					for i := range rows {
+						keys[i] = rowKeyOf(t, e, &rows[i]).row
+					}
+					cmds, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+						for _, k := range keys {
+							pipe.PTTL(ctx, k)
+						}
+						return nil
+					})
+					require.NoError(t, err)
+					lo, hi = time.Duration(1<<62), 0
+					for _, c := range cmds {
+						d := c.(*redis.DurationCmd).Val()
+						require.Greater(t, d, time.Duration(0))
+						lo, hi = min(lo, d), max(hi, d)
+					}
+					return lo, hi
+				}
+				check := func(what string, lo, max time.Duration, start time.Time) {
+					t.Helper()
+					require.GreaterOrEqual(t, lo, cfg.TTL-time.Since(start)-time.Millisecond, "%s: an expiry below TTL", what)
+					require.LessOrEqual(t, max, hi, "%s: an expiry beyond TTL*(1+jitter)", what)
+					spread := max - lo
+					if jitter > 0 {
+						// 64 uniform draws cover less than a quarter of the
+						// range with probability below 1e-30.
+						require.Greater(t, spread, time.Duration(float64(cfg.TTL)*jitter/4), "%s: expiries are not spread", what)
+					} else {
+						require.Less(t, spread, time.Second, "%s: without jitter every key expires at TTL", what)
+					}
+				}
+
+				// Written through, in one statement (a warm-up by batch insert).
+				rows := make([]Plain, n)
+				for i := range rows {
+					rows[i].Name = "r"
+				}
+				start := time.Now()
+				require.NoError(t, e.db.Create(&rows).Error)
+				lo, max := pttls(rows, start)
+				check("write-through", lo, max, start)
+
+				// Filled, in one statement (a warm-up by Find over ids).
+				ids := make([]uint, n)
+				keys := make([]string, n)
+				for i, r := range rows {
+					ids[i] = r.ID
+					keys[i] = rowKeyOf(t, e, &rows[i]).row
+				}
+				require.NoError(t, e.rdb.Del(ctx, keys...).Err())
+				start = time.Now()
+				var got []Plain
+				require.NoError(t, e.db.Find(&got, ids).Error)
+				require.Len(t, got, n)
+				lo, max = pttls(rows, start)
+				check("fill", lo, max, start)
+			})
+		}
+	})
 }

@@ -330,7 +330,6 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		entry []byte
 	}
 	fills := make([]fillArgs, 0, leased)
-	ttl := p.ttl(mi.ttl)
 	for i, s := range states {
 		if s != stateLeased {
 			continue
@@ -339,7 +338,8 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		if db.Error == nil {
 			if row, ok := found[f.key.row]; ok {
 				if entry, err := p.encode(ctx, mi, row); err == nil {
-					f.kind, f.entry, f.ttl = kindValue, entry, ttl
+					// Jitter per row: a warm-up must not expire all at once.
+					f.kind, f.entry, f.ttl = kindValue, entry, p.ttl(mi.ttl)
 				} else {
 					p.cfg.Logger.WarnContext(ctx, "writethrough: cannot encode row; not caching it", "table", mi.schema.Table, "error", err)
 				}
