@@ -263,3 +263,60 @@ func TestTTLJitterSpreadsExpiries(t *testing.T) {
 		}
 	})
 }
+
+func TestNegativeNotFoundTTLDisablesCachingAbsences(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		for _, c := range []struct {
+			name   string
+			ttl    time.Duration
+			cached bool
+		}{{"default", 0, true}, {"disabled", -1, false}} {
+			t.Run(c.name, func(t *testing.T) {
+				e := newEnv(t, b, Config{NotFoundTTL: c.ttl}, &Plain{})
+				p := Plain{Name: "gone soon"}
+				require.NoError(t, e.db.Create(&p).Error)
+				missing := p.ID + 1000
+				key := rowKeyOf(t, e, &Plain{ID: missing}).row
+				e.queries()
+				for i := 0; i < 3; i++ {
+					require.ErrorIs(t, e.db.First(&Plain{}, missing).Error, gorm.ErrRecordNotFound)
+					want := int64(1)
+					if c.cached && i > 0 {
+						want = 0
+					}
+					require.Equal(t, want, e.queries(), "read %d of a missing row", i)
+				}
+				v, err := e.rdb.Get(ctx, key).Result()
+				if c.cached {
+					require.NoError(t, err)
+					require.True(t, strings.HasPrefix(v, "N"), "absence cached: %q", v)
+				} else if err == nil {
+					require.False(t, strings.HasPrefix(v, "N"), "absence cached although disabled: %q", v)
+				} else {
+					require.ErrorIs(t, err, redis.Nil)
+				}
+
+				// A delete leaves an absence behind only when absences are cached.
+				require.NoError(t, e.db.Delete(&p).Error)
+				pkey := rowKeyOf(t, e, &p).row
+				v, err = e.rdb.Get(ctx, pkey).Result()
+				if c.cached {
+					require.NoError(t, err)
+					require.True(t, strings.HasPrefix(v, "N"), "after delete: %q", v)
+				} else if err == nil {
+					require.False(t, strings.HasPrefix(v, "N"), "after delete: %q", v)
+				}
+				e.queries()
+				for i := 0; i < 2; i++ {
+					require.ErrorIs(t, e.db.First(&Plain{}, p.ID).Error, gorm.ErrRecordNotFound)
+				}
+				want := int64(0)
+				if !c.cached {
+					want = 2
+				}
+				require.Equal(t, want, e.queries(), "reads of the deleted row")
+			})
+		}
+	})
+}

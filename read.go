@@ -305,8 +305,12 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 	}
 	ctx := db.Statement.Context
 	mi := lk.mi
+	// First, Take and Last report an empty answer as ErrRecordNotFound: the
+	// query worked, and said the row does not exist. (Compared exactly: any
+	// other error is joined to it.)
+	answered := db.Error == nil || db.Error == gorm.ErrRecordNotFound
 	found := map[string]reflect.Value{}
-	if db.Error == nil {
+	if answered {
 		rv := reflect.Indirect(db.Statement.ReflectValue)
 		switch {
 		case lk.one && db.RowsAffected > 0:
@@ -335,7 +339,7 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 			continue
 		}
 		f := fillArgs{key: lk.refs[i].key, kind: kindDrop}
-		if db.Error == nil {
+		if answered {
 			if row, ok := found[f.key.row]; ok {
 				if entry, err := p.encode(ctx, mi, row); err == nil {
 					// Jitter per row: a warm-up must not expire all at once.
