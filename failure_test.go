@@ -185,6 +185,74 @@ func errString(err error) string {
 	return err.Error()
 }
 
+func TestCorruptEntriesAreMissesAndReplaced(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		ctx := context.Background()
+		p := Product{Name: "lamp 🦊", Price: 1999}
+		require.NoError(t, e.db.Create(&p).Error)
+		key := rowKeyOf(t, e, &p).row
+		good, err := e.rdb.Get(ctx, key).Result()
+		require.NoError(t, err)
+		require.True(t, strings.HasPrefix(good, "V"), "the write stored the row: %q", good)
+		bar := strings.IndexByte(good, '|')
+		header := good[:bar+1] // V<gen>|
+		mi, err := e.plugin.modelOf(&p)
+		require.NoError(t, err)
+		require.Equal(t, mi.fp, good[bar+1:bar+1+fingerprintLen])
+		body := good[bar+1+fingerprintLen:]
+
+		cases := map[string]string{
+			"garbage body":             header + mi.fp + "\x00garbage\xff",
+			"truncated":                good[:len(good)-3],
+			"one byte flipped":         header + mi.fp + flipByte(body, len(body)/2),
+			"header only":              header,
+			"short fingerprint":        header + mi.fp[:3],
+			"foreign layout":           header + "deadbeef" + body,
+			"checksum ok, not a row":   header + mi.fp + string(sealEntry([]byte("not a row"))),
+			"checksum ok, wrong arity": header + mi.fp + string(sealEntry(mustAppend(t, BinaryCodec{}, []any{int64(1)}))),
+		}
+		for name, bad := range cases {
+			t.Run(name, func(t *testing.T) {
+				require.NoError(t, e.rdb.Set(ctx, key, bad, 0).Err())
+				decodeErrors := e.plugin.Stats().DecodeErrors
+				e.queries()
+
+				var got Product
+				require.NoError(t, e.db.First(&got, p.ID).Error)
+				require.Equal(t, "lamp 🦊", got.Name)
+				require.Equal(t, int64(1999), got.Price)
+				require.Equal(t, int64(1), e.queries(), "a damaged entry is a miss")
+				require.Greater(t, e.plugin.Stats().DecodeErrors, decodeErrors, "and is counted")
+
+				now, err := e.rdb.Get(ctx, key).Result()
+				require.NoError(t, err)
+				require.Equal(t, good, now, "the damaged entry was replaced by the row")
+				ttl, err := e.rdb.PTTL(ctx, key).Result()
+				require.NoError(t, err)
+				require.Greater(t, ttl, time.Duration(0), "the replacement expires")
+
+				var again Product
+				require.NoError(t, e.db.First(&again, p.ID).Error)
+				require.Zero(t, e.queries(), "and is served from then on")
+				require.Equal(t, got, again)
+			})
+		}
+	})
+}
+
+func flipByte(s string, i int) string {
+	b := []byte(s)
+	b[i] ^= 0x20
+	return string(b)
+}
+
+func mustAppend(t testing.TB, c Codec, values []any) []byte {
+	b, err := c.Append(nil, values)
+	require.NoError(t, err)
+	return b
+}
+
 func TestTTLJitterSpreadsExpiries(t *testing.T) {
 	const n = 64
 	forEachBackend(t, func(t *testing.T, b backend) {

@@ -97,6 +97,16 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 			return
 		}
 		p.stats.decodeErrors.Add(1)
+		// An entry passed its checksum and still does not fit the model (a
+		// Scanner or codec changed without the layout): take the lease on
+		// the entries, if they are still the ones read, so that the
+		// database read below replaces them instead of leaving them to
+		// fail every read until they expire.
+		for i, s := range states {
+			if s == stateHit && p.reclaim(ctx, lk.refs[i].key, replies[i], leaseID) {
+				states[i] = stateLeased
+			}
+		}
 	}
 
 	// Some key missed: one database query for the whole statement.
