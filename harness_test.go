@@ -157,7 +157,7 @@ func newEnvWith(t testing.TB, b backend, cfg Config, gcfg *gorm.Config, models .
 	})
 	rdb := b.redis(t)
 	if cfg.Prefix == "" {
-		cfg.Prefix = fmt.Sprintf("wttest%d", n)
+		cfg.Prefix = fmt.Sprintf("wttest%d_%d", os.Getpid(), n) // unique across processes sharing a Redis
 	}
 	p := New(rdb, cfg)
 	require.NoError(t, db.Use(p))
