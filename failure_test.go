@@ -121,6 +121,18 @@ func envWithRedis(t testing.TB, b backend, rdb redis.UniversalClient, cfg Config
 	return newEnv(t, b, cfg, models...)
 }
 
+// keysUnder lists the Redis keys that start with prefix (SCAN, not KEYS:
+// the server is shared).
+func keysUnder(t testing.TB, rdb redis.UniversalClient, prefix string) []string {
+	var out []string
+	iter := rdb.Scan(context.Background(), 0, prefix+":*", 1000).Iterator()
+	for iter.Next(context.Background()) {
+		out = append(out, iter.Val())
+	}
+	require.NoError(t, iter.Err())
+	return out
+}
+
 func TestRedisFaultOnReadFallsBackToTheDatabase(t *testing.T) {
 	faults := map[string]func(t testing.TB) string{
 		"no answer":   func(t testing.TB) string { return faultServer(t, "") },
@@ -251,6 +263,205 @@ func mustAppend(t testing.TB, c Codec, values []any) []byte {
 	b, err := c.Append(nil, values)
 	require.NoError(t, err)
 	return b
+}
+
+// AuditLog has no primary key.
+type AuditLog struct {
+	Event string
+	Level int
+}
+
+func TestModelWithoutPrimaryKeyIsNotCached(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &AuditLog{})
+		plain := plainDB(t, e)
+		table := tableOf(t, e, &AuditLog{})
+
+		require.NoError(t, e.db.Create(&[]AuditLog{{Event: "a", Level: 1}, {Event: "b", Level: 2}}).Error)
+		require.NoError(t, e.db.Model(&AuditLog{}).Where("event = ?", "a").Update("level", 5).Error)
+		require.NoError(t, e.db.Where("event = ?", "b").Delete(&AuditLog{}).Error)
+		var got, want []AuditLog
+		e.queries()
+		require.NoError(t, e.db.Find(&got).Error)
+		require.Equal(t, int64(1), e.queries())
+		require.NoError(t, plain.Table(table).Find(&want).Error)
+		require.Equal(t, want, got)
+		require.Equal(t, []AuditLog{{Event: "a", Level: 5}}, got)
+		var first AuditLog
+		require.NoError(t, e.db.First(&first).Error)
+		require.Equal(t, "a", first.Event)
+
+		require.Empty(t, keysUnder(t, e.rdb, e.prefix), "nothing of a model without a key is written to Redis")
+		st := e.plugin.Stats()
+		require.Zero(t, st.Hits+st.Misses+st.Fills+st.WritesThrough+st.Invalidations+st.RedisErrors+st.DecodeErrors, "%+v", st)
+	})
+}
+
+// ShortLived chooses its own TTL.
+type ShortLived struct {
+	ID   uint
+	Name string
+}
+
+func (ShortLived) CacheTTL() time.Duration { return 10 * time.Minute }
+
+// DefaultLived implements CacheTTLer but keeps Config.TTL.
+type DefaultLived struct {
+	ID   uint
+	Name string
+}
+
+func (*DefaultLived) CacheTTL() time.Duration { return 0 }
+
+// Uncached opts out, with a pointer receiver.
+type Uncached struct {
+	ID   uint
+	Name string
+}
+
+func (*Uncached) CacheTTL() time.Duration { return NoCache }
+
+// requirePTTL asserts that key expires within [lo - elapsed, hi].
+func requirePTTL(t testing.TB, rdb redis.UniversalClient, key string, lo, hi time.Duration, since time.Time) {
+	t.Helper()
+	ttl, err := rdb.PTTL(context.Background(), key).Result()
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, ttl, lo-time.Since(since)-time.Millisecond, "PTTL of %s", key)
+	require.LessOrEqual(t, ttl, hi, "PTTL of %s", key)
+}
+
+func TestCacheTTLer(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const jitter = 0.1
+		cfg := Config{TTL: time.Hour, TTLJitter: jitter, NotFoundTTL: 20 * time.Second}
+		e := newEnv(t, b, cfg, &ShortLived{}, &DefaultLived{}, &Uncached{})
+		ctx := context.Background()
+
+		t.Run("own TTL", func(t *testing.T) {
+			const ttl = 10 * time.Minute
+			start := time.Now()
+			s := ShortLived{Name: "s"}
+			require.NoError(t, e.db.Create(&s).Error)
+			key := rowKeyOf(t, e, &s).row
+			requirePTTL(t, e.rdb, key, ttl, time.Duration(float64(ttl)*(1+jitter)), start)
+
+			// A fill sets it too.
+			require.NoError(t, e.rdb.Del(ctx, key).Err())
+			start = time.Now()
+			require.NoError(t, e.db.First(&ShortLived{}, s.ID).Error)
+			requirePTTL(t, e.rdb, key, ttl, time.Duration(float64(ttl)*(1+jitter)), start)
+
+			// An absence lives NotFoundTTL, whatever the model's TTL.
+			start = time.Now()
+			require.ErrorIs(t, e.db.First(&ShortLived{}, s.ID+100).Error, gorm.ErrRecordNotFound)
+			missing := rowKeyOf(t, e, &ShortLived{ID: s.ID + 100}).row
+			requirePTTL(t, e.rdb, missing, cfg.NotFoundTTL, cfg.NotFoundTTL, start)
+		})
+
+		t.Run("zero keeps Config.TTL", func(t *testing.T) {
+			start := time.Now()
+			d := DefaultLived{Name: "d"}
+			require.NoError(t, e.db.Create(&d).Error)
+			requirePTTL(t, e.rdb, rowKeyOf(t, e, &d).row, cfg.TTL, time.Duration(float64(cfg.TTL)*(1+jitter)), start)
+		})
+
+		t.Run("NoCache opts out", func(t *testing.T) {
+			u := Uncached{Name: "u"}
+			require.NoError(t, e.db.Create(&u).Error)
+			require.NoError(t, e.db.Model(&u).Update("name", "v").Error)
+			e.queries()
+			for i := 0; i < 2; i++ {
+				var got Uncached
+				require.NoError(t, e.db.First(&got, u.ID).Error)
+				require.Equal(t, "v", got.Name)
+				require.Equal(t, int64(1), e.queries(), "every read of an opted-out model goes to the database")
+			}
+			require.ErrorIs(t, e.db.First(&Uncached{}, u.ID+100).Error, gorm.ErrRecordNotFound)
+			require.NoError(t, e.db.Delete(&u).Error)
+			for _, k := range keysUnder(t, e.rdb, e.prefix) {
+				require.NotContains(t, k, tableOf(t, e, &Uncached{}), "an opted-out model has no keys")
+			}
+			_, err := e.plugin.modelOf(&u)
+			require.NoError(t, err)
+		})
+	})
+}
+
+// openForUse opens a database without the plugin, to try configs on.
+func openForUse(t testing.TB) (*gorm.DB, redis.UniversalClient) {
+	b := backends(t)[0]
+	db, err := gorm.Open(b.open(t, b.sqlOpen(t)), &gorm.Config{})
+	require.NoError(t, err)
+	return db, b.redis(t)
+}
+
+func TestConfigValidation(t *testing.T) {
+	bad := map[string]struct {
+		cfg  Config
+		want string
+	}{
+		"negative TTL":          {Config{TTL: -time.Second}, "TTL must not be negative"},
+		"negative LockTTL":      {Config{LockTTL: -1}, "LockTTL must not be negative"},
+		"negative LeaseTTL":     {Config{LeaseTTL: -1}, "LeaseTTL must not be negative"},
+		"negative ContendedTTL": {Config{ContendedTTL: -1}, "ContendedTTL must not be negative"},
+		"negative WriteTimeout": {Config{WriteTimeout: -1}, "WriteTimeout must not be negative"},
+		"jitter above 1":        {Config{TTLJitter: 1.5}, "TTLJitter must be at most 1"},
+		"prefix with {":         {Config{Prefix: "app{1}"}, "Prefix"},
+		"prefix with }":         {Config{Prefix: "app}"}, "Prefix"},
+		"negative TableShards":  {Config{TableShards: -1}, "TableShards"},
+		"too many TableShards":  {Config{TableShards: 1025}, "TableShards"},
+		"unknown policy":        {Config{OnRedisError: WritePolicy(7)}, "OnRedisError"},
+	}
+	for name, c := range bad {
+		t.Run(name, func(t *testing.T) {
+			db, rdb := openForUse(t)
+			err := db.Use(New(rdb, c.cfg))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "writethrough: invalid Config")
+			require.Contains(t, err.Error(), c.want)
+			// The database still works, without the plugin.
+			require.NoError(t, db.AutoMigrate(&Plain{}))
+			require.NoError(t, db.Create(&Plain{Name: "x"}).Error)
+		})
+	}
+	t.Run("every problem is reported at once", func(t *testing.T) {
+		db, rdb := openForUse(t)
+		err := db.Use(New(rdb, Config{TTL: -1, TTLJitter: 2, Prefix: "{"}))
+		require.Error(t, err)
+		for _, want := range []string{"TTL must not be negative", "TTLJitter", "Prefix"} {
+			require.Contains(t, err.Error(), want)
+		}
+	})
+	t.Run("nil client", func(t *testing.T) {
+		db, _ := openForUse(t)
+		err := db.Use(New(nil, Config{}))
+		require.ErrorContains(t, err, "Redis client")
+	})
+	good := map[string]Config{
+		"zero":                    {},
+		"negative NotFoundTTL":    {NotFoundTTL: -1},
+		"negative ReadTimeout":    {ReadTimeout: -1},
+		"negative jitter":         {TTLJitter: -1},
+		"jitter 1":                {TTLJitter: 1},
+		"one shard":               {TableShards: 1},
+		"1024 shards":             {TableShards: 1024},
+		"prefix with colon":       {Prefix: "app:v2"},
+		"available":               {OnRedisError: Available},
+		"JSON codec":              {Codec: JSONCodec{}},
+		"tiny but positive times": {TTL: time.Nanosecond, LockTTL: time.Nanosecond, LeaseTTL: time.Nanosecond},
+	}
+	for name, cfg := range good {
+		t.Run(name, func(t *testing.T) {
+			db, rdb := openForUse(t)
+			require.NoError(t, db.Use(New(rdb, cfg)))
+			require.NoError(t, db.AutoMigrate(&Plain{}))
+			p := Plain{Name: "x"}
+			require.NoError(t, db.Create(&p).Error)
+			var got Plain
+			require.NoError(t, db.First(&got, p.ID).Error)
+			require.Equal(t, "x", got.Name)
+		})
+	}
 }
 
 func TestTTLJitterSpreadsExpiries(t *testing.T) {
