@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"net"
 	"strconv"
 	"strings"
@@ -406,6 +407,7 @@ func TestConfigValidation(t *testing.T) {
 		"negative ContendedTTL": {Config{ContendedTTL: -1}, "ContendedTTL must not be negative"},
 		"negative WriteTimeout": {Config{WriteTimeout: -1}, "WriteTimeout must not be negative"},
 		"jitter above 1":        {Config{TTLJitter: 1.5}, "TTLJitter must be at most 1"},
+		"jitter NaN":            {Config{TTLJitter: math.NaN()}, "TTLJitter must be at most 1"},
 		"prefix with {":         {Config{Prefix: "app{1}"}, "Prefix"},
 		"prefix with }":         {Config{Prefix: "app}"}, "Prefix"},
 		"negative TableShards":  {Config{TableShards: -1}, "TableShards"},

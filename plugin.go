@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -170,7 +171,7 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %v", d.name, d.v))
 		}
 	}
-	if c.TTLJitter > 1 {
+	if c.TTLJitter > 1 || math.IsNaN(c.TTLJitter) {
 		errs = append(errs, fmt.Errorf("TTLJitter must be at most 1, got %v", c.TTLJitter))
 	}
 	if c.TableShards < 1 || c.TableShards > 1024 {
