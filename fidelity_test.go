@@ -107,11 +107,16 @@ type Fidelity struct {
 	Tags  []string       `gorm:"serializer:json"`
 	Empty []string       `gorm:"serializer:json"`
 
-	Addr  FidelityAddress `gorm:"embedded;embeddedPrefix:addr_"`
+	Addr  FidelityAddress  `gorm:"embedded;embeddedPrefix:addr_"`
+	Meta  *FidelityAddress `gorm:"embedded;embeddedPrefix:meta_"`
 	Price Money
 	Fee   *Money
 
-	DeletedAt gorm.DeletedAt
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	UpdatedNano int64 `gorm:"autoUpdateTime:nano"`
+	Stock       int   `gorm:"default:7"`
+	DeletedAt   gorm.DeletedAt
 }
 
 // fidelityRows returns a row with every field set to an edge value, and one
@@ -154,6 +159,7 @@ func fidelityRows(t testing.TB, dialect string) (full, empty Fidelity) {
 		Addr:      FidelityAddress{Street: "Unter den Linden 1", Zip: &zip},
 		Price:     Money{Cents: 1999, Currency: "EUR"},
 		Fee:       &Money{Cents: -5, Currency: "JPY"},
+		Meta:      &FidelityAddress{Street: "meta"},
 	}
 	empty = Fidelity{Text: "nulls", At: time.Unix(0, 0).UTC(), AtMilli: time.Unix(1, 0).In(ny)}
 	return full, empty
