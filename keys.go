@@ -112,6 +112,17 @@ func keyPart(field *schema.Field, v any) (string, bool) {
 			}
 		}
 		return "", false
+	case reflect.String:
+		// Only text: the database compares a text column with a number
+		// as numbers (MySQL: "01" = 1) or not at all (Postgres), so the
+		// key "1" would name neither answer.
+		switch x := v.(type) {
+		case string:
+			return x, true
+		case []byte:
+			return string(x), true
+		}
+		return "", false
 	default:
 		switch x := v.(type) {
 		case string:

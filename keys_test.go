@@ -346,6 +346,8 @@ func TestKeyPart(t *testing.T) {
 		{"UUID", "12345678-9abc-def0-0102-030405060708", "12345678-9abc-def0-0102-030405060708", ok},
 		{"B", []byte{0, 1, 0xff}, "\x00\x01\xff", ok},
 		{"B", "text", "text", ok},
+		{"S", 1, "", refused}, // text = 1 is numeric (MySQL) or an error (Postgres)
+		{"S", uint64(1), "", refused},
 		{"S", 3.5, "", refused},
 		{"S", true, "", refused},
 		{"F", 1.5, "", refused},
