@@ -503,15 +503,16 @@ func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) err
 	if len(writes) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
 	gens := make([]*redis.StringCmd, len(writes))
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, w := range writes {
-			pipe.Set(ctx, w.key.row, "F"+token, p.cfg.LockTTL)
-			gens[i] = pipe.Get(ctx, w.key.gen)
-		}
-		return nil
+	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
+		_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for i, w := range writes {
+				pipe.Set(ctx, w.key.row, "F"+token, p.cfg.LockTTL)
+				gens[i] = pipe.Get(ctx, w.key.gen)
+			}
+			return nil
+		})
+		return err
 	})
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return err
@@ -537,14 +538,15 @@ func (p *Plugin) fenceTables(ctx context.Context, token string, tables []pending
 	if len(tables) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, t := range tables {
-			pipe.Incr(ctx, t.gen)
-			pipe.Set(ctx, t.fence, token, p.cfg.LockTTL)
-		}
-		return nil
+	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
+		_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, t := range tables {
+				pipe.Incr(ctx, t.gen)
+				pipe.Set(ctx, t.fence, token, p.cfg.LockTTL)
+			}
+			return nil
+		})
+		return err
 	})
 	if err == nil {
 		p.stats.invalidations.Add(uint64(len(tables)))
@@ -562,22 +564,25 @@ func (p *Plugin) finishWrites(ctx context.Context, token string, writes []rowWri
 	if p.hooks != nil && p.hooks.beforeFinish != nil && !p.hooks.beforeFinish() {
 		return // a test pretends the process died here
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
 	lockMS := strconvMS(p.cfg.ContendedTTL)
-	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, w := range writes {
-			if w.kind == kindRelease {
-				releaseScript.EvalSha(ctx, pipe, []string{w.key.row}, token)
-				continue
+	var cmds []redis.Cmder
+	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
+		var err error
+		cmds, err = p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, w := range writes {
+				if w.kind == kindRelease {
+					releaseScript.EvalSha(ctx, pipe, []string{w.key.row}, token)
+					continue
+				}
+				finishScript.EvalSha(ctx, pipe, []string{w.key.row, w.key.gen, w.key.fence},
+					token, w.gen, string(w.kind), strconvMS(w.ttl), w.fp, w.entry, lockMS)
 			}
-			finishScript.EvalSha(ctx, pipe, []string{w.key.row, w.key.gen, w.key.fence},
-				token, w.gen, string(w.kind), strconvMS(w.ttl), w.fp, w.entry, lockMS)
-		}
-		for _, t := range tables {
-			tableFinishScript.EvalSha(ctx, pipe, []string{t.gen, t.fence}, token)
-		}
-		return nil
+			for _, t := range tables {
+				tableFinishScript.EvalSha(ctx, pipe, []string{t.gen, t.fence}, token)
+			}
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)

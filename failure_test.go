@@ -191,6 +191,37 @@ func TestRedisFaultOnReadFallsBackToTheDatabase(t *testing.T) {
 	})
 }
 
+func TestRedisFaultOnWriteIsBoundedByWriteTimeout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		// As on reads: the client's one-minute timeouts, which it does not
+		// shorten for a context's deadline, must not be what ends a write.
+		rdb := redis.NewClient(&redis.Options{
+			Addr: faultServer(t, ""), DialTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+		})
+		t.Cleanup(func() { rdb.Close() })
+		e := envWithRedis(t, b, rdb, Config{WriteTimeout: 200 * time.Millisecond}, &Plain{})
+		plain := plainDB(t, e)
+		table := tableOf(t, e, &Plain{})
+		old := Plain{Name: "old"}
+		require.NoError(t, plain.Table(table).Create(&old).Error)
+
+		write := func(what string, f func() error) {
+			t.Helper()
+			start := time.Now()
+			err := f()
+			require.Less(t, time.Since(start), 30*time.Second, "%s waited for the client's timeout, not Config.WriteTimeout", what)
+			require.ErrorContains(t, err, "policy strict", what)
+		}
+		write("create", func() error { return e.db.Create(&Plain{Name: "new"}).Error })
+		write("update", func() error { return e.db.Model(&old).Update("name", "changed").Error })
+		write("delete", func() error { return e.db.Delete(&old).Error })
+
+		var rows []Plain
+		require.NoError(t, plain.Table(table).Find(&rows).Error)
+		require.Equal(t, []Plain{{ID: old.ID, Name: "old"}}, rows, "strict: nothing was written that the cache could not follow")
+	})
+}
+
 func errString(err error) string {
 	if err == nil {
 		return "nil"

@@ -157,18 +157,24 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]st
 	return replies, nil
 }
 
-// withReadTimeout runs fn bounded by Config.ReadTimeout. go-redis ends a
-// call at its context's deadline only with Options.ContextTimeoutEnabled;
+// withReadTimeout runs fn bounded by Config.ReadTimeout (see withTimeout).
+func (p *Plugin) withReadTimeout(ctx context.Context, fn func(context.Context) error) error {
+	return p.withTimeout(ctx, p.cfg.ReadTimeout, fn)
+}
+
+// withTimeout runs fn bounded by d (none when d <= 0). go-redis ends a call
+// at its context's deadline only with Options.ContextTimeoutEnabled;
 // otherwise a Redis that accepted the connection and stopped answering
 // holds the call for the client's own read timeout (seconds). Then fn runs
-// aside and the read stops waiting for it at the deadline. The client's
+// aside and the caller stops waiting for it at the deadline. The client's
 // pool, whose waits do end at the deadline, bounds how many such calls can
-// be left behind.
-func (p *Plugin) withReadTimeout(ctx context.Context, fn func(context.Context) error) error {
-	if p.cfg.ReadTimeout <= 0 {
+// be left behind. Every call the plugin makes is safe to land late: fences
+// expire, and the scripts check the lease or fence they were given.
+func (p *Plugin) withTimeout(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+	if d <= 0 {
 		return fn(ctx)
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ReadTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	if p.ctxDeadlines {
 		return fn(ctx)
@@ -367,14 +373,17 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		p.hooks.beforeFill(fills[0].key.row)
 	}
 
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.WriteTimeout)
-	defer cancel()
-	cmds, err := p.pipelined(wctx, func(pipe redis.Pipeliner) error {
-		for _, f := range fills {
-			fillScript.EvalSha(wctx, pipe, []string{f.key.row, f.key.gen, f.key.fence},
-				leaseID, string(f.kind), strconvMS(f.ttl), mi.fp, f.entry)
-		}
-		return nil
+	var cmds []redis.Cmder
+	err := p.withTimeout(context.WithoutCancel(ctx), p.cfg.WriteTimeout, func(wctx context.Context) error {
+		var err error
+		cmds, err = p.pipelined(wctx, func(pipe redis.Pipeliner) error {
+			for _, f := range fills {
+				fillScript.EvalSha(wctx, pipe, []string{f.key.row, f.key.gen, f.key.fence},
+					leaseID, string(f.kind), strconvMS(f.ttl), mi.fp, f.entry)
+			}
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)
