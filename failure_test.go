@@ -151,7 +151,7 @@ func TestRedisFaultOnReadFallsBackToTheDatabase(t *testing.T) {
 					Addr: fault(t), DialTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
 				})
 				t.Cleanup(func() { rdb.Close() })
-				e := envWithRedis(t, b, rdb, Config{}, &Product{})
+				e := envWithRedis(t, b, rdb, Config{ReadTimeout: defaultReadTimeout}, &Product{})
 				plain := plainDB(t, e)
 				table := tableOf(t, e, &Product{})
 				rows := []Product{{Name: "a", Price: 1}, {Name: "b", Price: 2}}
