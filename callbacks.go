@@ -494,7 +494,6 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 			writes = append(writes, rowWrite{key: key, kind: kindAbsent, fp: mi.fp})
 		}
 	}
-	ttl := p.ttl(mi.ttl)
 	for i := range writes {
 		w := &writes[i]
 		if w.kind == kindDrop {
@@ -517,7 +516,8 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 			w.kind = kindDrop
 			continue
 		}
-		w.kind, w.entry, w.ttl = kindValue, entry, ttl
+		// Jitter per row: a batch must not expire all at once.
+		w.kind, w.entry, w.ttl = kindValue, entry, p.ttl(mi.ttl)
 	}
 	return writes, nil
 }
@@ -654,14 +654,17 @@ func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) err
 	if len(writes) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
 	lockMS := strconvMS(p.cfg.LockTTL)
-	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, w := range writes {
-			fenceScript.EvalSha(ctx, pipe, []string{w.key.row, w.key.gen}, token, lockMS)
-		}
-		return nil
+	var cmds []redis.Cmder
+	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
+		var err error
+		cmds, err = p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, w := range writes {
+				fenceScript.EvalSha(ctx, pipe, []string{w.key.row, w.key.gen}, token, lockMS)
+			}
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		return err
@@ -683,14 +686,15 @@ func (p *Plugin) fenceTables(ctx context.Context, token string, tables []pending
 	if len(tables) == 0 {
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
 	lockMS := strconvMS(p.cfg.LockTTL)
-	_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, t := range tables {
-			tableFenceScript.EvalSha(ctx, pipe, []string{t.gen, t.fence}, token, lockMS)
-		}
-		return nil
+	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
+		_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, t := range tables {
+				tableFenceScript.EvalSha(ctx, pipe, []string{t.gen, t.fence}, token, lockMS)
+			}
+			return nil
+		})
+		return err
 	})
 	if err == nil {
 		p.stats.invalidations.Add(uint64(len(tables)))
@@ -708,22 +712,25 @@ func (p *Plugin) finishWrites(ctx context.Context, token string, writes []rowWri
 	if p.hooks != nil && p.hooks.beforeFinish != nil && !p.hooks.beforeFinish() {
 		return // a test pretends the process died here
 	}
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
 	lockMS := strconvMS(p.cfg.ContendedTTL)
-	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, w := range writes {
-			if w.kind == kindRelease {
-				releaseScript.EvalSha(ctx, pipe, []string{w.key.row}, token)
-				continue
+	var cmds []redis.Cmder
+	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
+		var err error
+		cmds, err = p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, w := range writes {
+				if w.kind == kindRelease {
+					releaseScript.EvalSha(ctx, pipe, []string{w.key.row}, token)
+					continue
+				}
+				finishScript.EvalSha(ctx, pipe, []string{w.key.row, w.key.gen, w.key.fence},
+					token, w.gen, string(w.kind), strconvMS(w.ttl), w.fp, w.entry, lockMS)
 			}
-			finishScript.EvalSha(ctx, pipe, []string{w.key.row, w.key.gen, w.key.fence},
-				token, w.gen, string(w.kind), strconvMS(w.ttl), w.fp, w.entry, lockMS)
-		}
-		for _, t := range tables {
-			tableFinishScript.EvalSha(ctx, pipe, []string{t.gen, t.fence}, token)
-		}
-		return nil
+			for _, t := range tables {
+				tableFinishScript.EvalSha(ctx, pipe, []string{t.gen, t.fence}, token)
+			}
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Codec turns a row's column values into bytes and back. The values are
@@ -358,10 +359,26 @@ func (JSONCodec) Append(dst []byte, values []any) ([]byte, error) {
 			s := base64.StdEncoding.EncodeToString(x)
 			out[i].Y = &s
 		case string:
+			// encoding/json replaces invalid UTF-8 with U+FFFD: the row
+			// would come back different, so it is not cached at all.
+			if !utf8.ValidString(x) {
+				return nil, fmt.Errorf("writethrough: JSONCodec cannot encode a string that is not valid UTF-8")
+			}
 			out[i].S = &x
 		case time.Time:
-			s := x.Format(time.RFC3339Nano)
 			z := jsonZone(x)
+			if _, offset := x.Zone(); offset%60 != 0 {
+				// RFC 3339 offsets have no seconds (local mean time
+				// before 1900 has them): the text would name another
+				// instant. The zone is kept in z anyway.
+				x = x.UTC()
+			}
+			if y := x.Year(); y < 0 || y > 9999 {
+				// RFC 3339 has four-digit years: the text would not parse
+				// back, and every read of the row would fail to decode.
+				return nil, fmt.Errorf("writethrough: JSONCodec cannot encode the year %d", y)
+			}
+			s := x.Format(time.RFC3339Nano)
 			out[i].T, out[i].Z = &s, &z
 		default:
 			return nil, fmt.Errorf("writethrough: JSONCodec cannot encode %T", v)

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/alicebob/miniredis/v2"
 	_ "github.com/jackc/pgx/v5/stdlib"
@@ -158,7 +159,17 @@ func newEnvWith(t testing.TB, b backend, cfg Config, gcfg *gorm.Config, models .
 	})
 	rdb := b.redis(t)
 	if cfg.Prefix == "" {
-		cfg.Prefix = fmt.Sprintf("wttest%d", n)
+		cfg.Prefix = fmt.Sprintf("wttest%d_%d", os.Getpid(), n) // unique across processes sharing a Redis
+	}
+	// The plugin's Redis timeouts (100ms / 1s) are enforced: on a loaded CI
+	// machine under -race, a slow call would fall back to the database and
+	// fail a test that asserts the protocol, not latency. Tests of timeouts
+	// set their own.
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
 	}
 	p := New(rdb, cfg)
 	require.NoError(t, db.Use(p))

@@ -70,15 +70,16 @@ func (p *Plugin) modelOf(model any) (*modelInfo, error) {
 
 // bumpTable bumps the generation of every shard of a table.
 func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
 	mi := &modelInfo{tableEsc: tableEsc}
-	_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i := 0; i < p.cfg.TableShards; i++ {
-			gen, _ := mi.shardKeys(p.cfg.Prefix, i)
-			bumpScript.EvalSha(ctx, pipe, []string{gen})
-		}
-		return nil
+	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
+		_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for i := 0; i < p.cfg.TableShards; i++ {
+				gen, _ := mi.shardKeys(p.cfg.Prefix, i)
+				bumpScript.EvalSha(ctx, pipe, []string{gen})
+			}
+			return nil
+		})
+		return err
 	})
 	if err == nil {
 		p.stats.invalidations.Add(uint64(p.cfg.TableShards))
@@ -90,17 +91,18 @@ func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
 // replaced, so no fill that began before can land, and readers use the
 // database until it expires. Generation keys (":g") are bumped instead.
 func (p *Plugin) poison(ctx context.Context, keys []string) error {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
-	defer cancel()
-	_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, k := range keys {
-			if strings.HasSuffix(k, "}:g") { // a shard generation; row keys never end so ('}' is escaped)
-				bumpScript.EvalSha(ctx, pipe, []string{k})
-			} else {
-				pipe.Set(ctx, k, "C", p.cfg.ContendedTTL)
+	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
+		_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, k := range keys {
+				if strings.HasSuffix(k, "}:g") { // a shard generation; row keys never end so ('}' is escaped)
+					bumpScript.EvalSha(ctx, pipe, []string{k})
+				} else {
+					pipe.Set(ctx, k, "C", p.cfg.ContendedTTL)
+				}
 			}
-		}
-		return nil
+			return nil
+		})
+		return err
 	})
 	if err == nil {
 		p.stats.invalidations.Add(uint64(len(keys)))

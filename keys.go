@@ -112,6 +112,17 @@ func keyPart(field *schema.Field, v any) (string, bool) {
 			}
 		}
 		return "", false
+	case reflect.String:
+		// Only text: the database compares a text column with a number
+		// as numbers (MySQL: "01" = 1) or not at all (Postgres), so the
+		// key "1" would name neither answer.
+		switch x := v.(type) {
+		case string:
+			return x, true
+		case []byte:
+			return string(x), true
+		}
+		return "", false
 	default:
 		switch x := v.(type) {
 		case string:
@@ -152,7 +163,15 @@ func plainValue(v any) (any, bool) {
 		switch x := v.(type) {
 		case nil:
 			return nil, true
-		case int64, uint64, float64, bool, []byte, string, time.Time:
+		case []byte:
+			if x == nil {
+				// A nil []byte is NULL to database/sql and to every driver;
+				// kept as bytes it would come back as an empty, non-nil
+				// slice where a database read gives nil.
+				return nil, true
+			}
+			return x, true
+		case int64, uint64, float64, bool, string, time.Time:
 			return x, true
 		case int:
 			return int64(x), true

@@ -2,6 +2,7 @@ package writethrough
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"hash/fnv"
 	"reflect"
@@ -131,9 +132,29 @@ func (mi *modelInfo) values(ctx context.Context, rv reflect.Value, dst []any) ([
 // setters, so Scanner and serializer fields behave as on a database read.
 func (mi *modelInfo) set(ctx context.Context, rv reflect.Value, values []any) error {
 	for i, f := range mi.fields {
-		if err := f.Set(ctx, rv, values[i]); err != nil {
+		if err := setField(ctx, f, rv, values[i]); err != nil {
 			return fmt.Errorf("writethrough: %s.%s: %w", mi.schema.Name, f.Name, err)
 		}
 	}
 	return nil
+}
+
+// setField sets one field from a column value. A serializer field's setter
+// decodes the column only when it comes wrapped in the field's own scanner,
+// as GORM's rows.Scan leaves it; a bare value would be taken for the
+// field's Go value (and a JSON text does not fit a map).
+func setField(ctx context.Context, f *schema.Field, rv reflect.Value, v any) error {
+	if f.Serializer == nil {
+		return f.Set(ctx, rv, v)
+	}
+	sv := f.NewValuePool.Get()
+	defer f.NewValuePool.Put(sv)
+	sc, ok := sv.(sql.Scanner)
+	if !ok {
+		return f.Set(ctx, rv, v)
+	}
+	if err := sc.Scan(v); err != nil {
+		return err
+	}
+	return f.Set(ctx, rv, sv)
 }

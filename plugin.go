@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -170,7 +171,7 @@ func (c Config) validate() error {
 			errs = append(errs, fmt.Errorf("%s must not be negative, got %v", d.name, d.v))
 		}
 	}
-	if c.TTLJitter > 1 {
+	if c.TTLJitter > 1 || math.IsNaN(c.TTLJitter) {
 		errs = append(errs, fmt.Errorf("TTLJitter must be at most 1, got %v", c.TTLJitter))
 	}
 	if c.TableShards < 1 || c.TableShards > 1024 {
@@ -200,15 +201,33 @@ type Plugin struct {
 	warnOnce sync.Once
 	// hooks lets tests pause the protocol at exact points; nil in production.
 	hooks *testHooks
+
+	// ctxDeadlines is true when the client itself ends a call at its
+	// context's deadline (see withReadTimeout).
+	ctxDeadlines bool
 }
 
 // New returns a plugin that caches through client. The config is validated
 // when the plugin is installed (db.Use returns the error).
 func New(client redis.UniversalClient, cfg Config) *Plugin {
-	p := &Plugin{rdb: client, cfg: cfg.withDefaults()}
+	p := &Plugin{rdb: client, cfg: cfg.withDefaults(), ctxDeadlines: honorsDeadlines(client)}
 	p.token = randomToken()
 	p.dirty.init()
 	return p
+}
+
+// honorsDeadlines reports whether a go-redis client ends calls at their
+// context's deadline (Options.ContextTimeoutEnabled).
+func honorsDeadlines(c redis.UniversalClient) bool {
+	switch x := c.(type) {
+	case *redis.Client:
+		return x.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return x.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return x.Options().ContextTimeoutEnabled
+	}
+	return false
 }
 
 // Name implements gorm.Plugin.

@@ -97,6 +97,16 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 			return
 		}
 		p.stats.decodeErrors.Add(1)
+		// An entry passed its checksum and still does not fit the model (a
+		// Scanner or codec changed without the layout): take the lease on
+		// the entries, if they are still the ones read, so that the
+		// database read below replaces them instead of leaving them to
+		// fail every read until they expire.
+		for i, s := range states {
+			if s == stateHit && p.reclaim(ctx, lk.refs[i].key, replies[i], leaseID) {
+				states[i] = stateLeased
+			}
+		}
 	}
 
 	// Some key missed: one database query for the whole statement.
@@ -118,32 +128,65 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 // readKeys runs the read script for every key of the lookup in one round
 // trip, bounded by Config.ReadTimeout.
 func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]string, error) {
-	if p.cfg.ReadTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.ReadTimeout)
-		defer cancel()
-	}
 	leaseMS := strconvMS(p.cfg.LeaseTTL)
 	replies := make([]string, len(lk.refs))
-	if len(lk.refs) == 1 {
-		k := lk.refs[0].key
-		r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
-		replies[0] = r
-		return replies, err
-	}
-	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, r := range lk.refs {
-			readScript.EvalSha(ctx, pipe, []string{r.key.row, r.key.gen, r.key.fence}, leaseID, leaseMS, lk.mi.fp)
+	err := p.withReadTimeout(ctx, func(ctx context.Context) error {
+		if len(lk.refs) == 1 {
+			k := lk.refs[0].key
+			r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
+			replies[0] = r
+			return err
+		}
+		cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
+			for _, r := range lk.refs {
+				readScript.EvalSha(ctx, pipe, []string{r.key.row, r.key.gen, r.key.fence}, leaseID, leaseMS, lk.mi.fp)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i, c := range cmds {
+			replies[i], _ = c.(*redis.Cmd).Text()
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
-	for i, c := range cmds {
-		replies[i], _ = c.(*redis.Cmd).Text()
-	}
 	return replies, nil
+}
+
+// withReadTimeout runs fn bounded by Config.ReadTimeout (see withTimeout).
+func (p *Plugin) withReadTimeout(ctx context.Context, fn func(context.Context) error) error {
+	return p.withTimeout(ctx, p.cfg.ReadTimeout, fn)
+}
+
+// withTimeout runs fn bounded by d (none when d <= 0). go-redis ends a call
+// at its context's deadline only with Options.ContextTimeoutEnabled;
+// otherwise a Redis that accepted the connection and stopped answering
+// holds the call for the client's own read timeout (seconds). Then fn runs
+// aside and the caller stops waiting for it at the deadline. The client's
+// pool, whose waits do end at the deadline, bounds how many such calls can
+// be left behind. Every call the plugin makes is safe to land late: fences
+// expire, and the scripts check the lease or fence they were given.
+func (p *Plugin) withTimeout(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
+	if d <= 0 {
+		return fn(ctx)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	if p.ctxDeadlines {
+		return fn(ctx)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // classify interprets one reply of the read script.
@@ -178,12 +221,12 @@ func (p *Plugin) classify(ctx context.Context, lk *lookup, i int, reply, leaseID
 
 // reclaim takes the lease on a key holding an entry that cannot be decoded.
 func (p *Plugin) reclaim(ctx context.Context, k rowKey, entry, leaseID string) bool {
-	if p.cfg.ReadTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.cfg.ReadTimeout)
-		defer cancel()
-	}
-	r, err := reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL)).Text()
+	var r string
+	err := p.withReadTimeout(ctx, func(ctx context.Context) error {
+		var err error
+		r, err = reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL)).Text()
+		return err
+	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)
 		return false
@@ -278,11 +321,11 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 	}
 	ctx := db.Statement.Context
 	mi := lk.mi
-	found := map[string]reflect.Value{}
-	// First, Take and Last report an empty answer as ErrRecordNotFound: an
-	// answer like any other, which caches the absence. (Compared exactly:
-	// a scan error joined with it is a failure.)
+	// First, Take and Last report an empty answer as ErrRecordNotFound: the
+	// query worked, and said the row does not exist. (Compared exactly: any
+	// other error is joined to it.)
 	answered := db.Error == nil || db.Error == gorm.ErrRecordNotFound
+	found := map[string]reflect.Value{}
 	if answered {
 		rv := reflect.Indirect(db.Statement.ReflectValue)
 		switch {
@@ -307,7 +350,6 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		entry []byte
 	}
 	fills := make([]fillArgs, 0, leased)
-	ttl := p.ttl(mi.ttl)
 	for i, s := range states {
 		if s != stateLeased {
 			continue
@@ -316,7 +358,8 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		if answered {
 			if row, ok := found[f.key.row]; ok {
 				if entry, err := p.encode(ctx, mi, row); err == nil {
-					f.kind, f.entry, f.ttl = kindValue, entry, ttl
+					// Jitter per row: a warm-up must not expire all at once.
+					f.kind, f.entry, f.ttl = kindValue, entry, p.ttl(mi.ttl)
 				} else {
 					p.cfg.Logger.WarnContext(ctx, "writethrough: cannot encode row; not caching it", "table", mi.schema.Table, "error", err)
 				}
@@ -330,14 +373,17 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		p.hooks.beforeFill(fills[0].key.row)
 	}
 
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.WriteTimeout)
-	defer cancel()
-	cmds, err := p.pipelined(wctx, func(pipe redis.Pipeliner) error {
-		for _, f := range fills {
-			fillScript.EvalSha(wctx, pipe, []string{f.key.row, f.key.gen, f.key.fence},
-				leaseID, string(f.kind), strconvMS(f.ttl), mi.fp, f.entry)
-		}
-		return nil
+	var cmds []redis.Cmder
+	err := p.withTimeout(context.WithoutCancel(ctx), p.cfg.WriteTimeout, func(wctx context.Context) error {
+		var err error
+		cmds, err = p.pipelined(wctx, func(pipe redis.Pipeliner) error {
+			for _, f := range fills {
+				fillScript.EvalSha(wctx, pipe, []string{f.key.row, f.key.gen, f.key.fence},
+					leaseID, string(f.kind), strconvMS(f.ttl), mi.fp, f.entry)
+			}
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)

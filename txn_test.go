@@ -95,13 +95,14 @@ func implicitTx(db func(*env) *gorm.DB) func(*env, *inspector, func(*gorm.DB) er
 	}
 }
 
-func plainDB(e *env) *gorm.DB { return e.db }
+// pluginDB is the test's DB, with the plugin.
+func pluginDB(e *env) *gorm.DB { return e.db }
 
 func preparedSession(e *env) *gorm.DB { return e.db.Session(&gorm.Session{PrepareStmt: true}) }
 
 func txModes() []txMode {
 	return []txMode{
-		{name: "Transaction", gcfg: defaultGorm, tracked: true, nests: true, run: explicitTx(plainDB)},
+		{name: "Transaction", gcfg: defaultGorm, tracked: true, nests: true, run: explicitTx(pluginDB)},
 		{name: "BeginCommit", gcfg: defaultGorm, tracked: true, nests: true,
 			run: func(e *env, _ *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
 				tx := e.db.Begin()
@@ -121,13 +122,13 @@ func txModes() []txMode {
 				}
 				return tx.Commit().Error
 			}},
-		{name: "Implicit", gcfg: defaultGorm, tracked: true, run: implicitTx(plainDB)},
+		{name: "Implicit", gcfg: defaultGorm, tracked: true, run: implicitTx(pluginDB)},
 		{name: "AutoCommit", gcfg: func() *gorm.Config { return &gorm.Config{SkipDefaultTransaction: true} },
-			tracked: true, autocommit: true, run: implicitTx(plainDB)},
+			tracked: true, autocommit: true, run: implicitTx(pluginDB)},
 		{name: "PrepareStmt/Transaction", gcfg: func() *gorm.Config { return &gorm.Config{PrepareStmt: true} },
-			tracked: true, nests: true, run: explicitTx(plainDB)},
+			tracked: true, nests: true, run: explicitTx(pluginDB)},
 		{name: "PrepareStmt/Implicit", gcfg: func() *gorm.Config { return &gorm.Config{PrepareStmt: true} },
-			tracked: true, run: implicitTx(plainDB)},
+			tracked: true, run: implicitTx(pluginDB)},
 		{name: "SessionPrepareStmt/Transaction", gcfg: defaultGorm, tracked: true, nests: true, run: explicitTx(preparedSession)},
 		{name: "SessionPrepareStmt/Implicit", gcfg: defaultGorm, tracked: true, run: implicitTx(preparedSession)},
 		{name: "Connection/Implicit", gcfg: defaultGorm, tracked: true,
