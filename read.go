@@ -278,8 +278,11 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 	}
 	ctx := db.Statement.Context
 	mi := lk.mi
+	// First, Take and Last report an absent row as ErrRecordNotFound: the
+	// query itself succeeded and its answer (no row) may be cached.
+	answered := db.Error == nil || db.Error == gorm.ErrRecordNotFound
 	found := map[string]reflect.Value{}
-	if db.Error == nil {
+	if answered {
 		rv := reflect.Indirect(db.Statement.ReflectValue)
 		switch {
 		case lk.one && db.RowsAffected > 0:
@@ -309,7 +312,7 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 			continue
 		}
 		f := fillArgs{key: lk.refs[i].key, kind: kindDrop}
-		if db.Error == nil {
+		if answered {
 			if row, ok := found[f.key.row]; ok {
 				if entry, err := p.encode(ctx, mi, row); err == nil {
 					f.kind, f.entry, f.ttl = kindValue, entry, ttl
