@@ -62,10 +62,17 @@ type keyRef struct {
 	vals []any
 }
 
-const (
-	settingInternal = "writethrough:internal" // a query the plugin itself runs
-	instanceState   = "writethrough:state"    // per-statement write state
-)
+const instanceState = "writethrough:state" // per-statement write state
+
+// internalQuery marks, in its context, a query the plugin itself runs. It is
+// a context value rather than a statement setting because reading a
+// statement's Settings (a sync.Map) allocates on every statement.
+type internalQuery struct{}
+
+// isInternal reports whether stmt is a query the plugin itself runs.
+func isInternal(stmt *gorm.Statement) bool {
+	return stmt.Context != nil && stmt.Context.Value(internalQuery{}) != nil
+}
 
 // stmtState carries a statement's fences from its before- to its
 // after-callback (auto-commit) or to the end of a transaction GORM began on a
@@ -446,7 +453,7 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 		return writes, nil
 	}
 	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
-	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: ctx}).Set(settingInternal, true)
+	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: context.WithValue(ctx, internalQuery{}, true)})
 	if err := q.Model(rows.Interface()).Where(clause.Or(exprs...)).Find(rows.Interface()).Error; err != nil {
 		return writes, err
 	}

@@ -47,7 +47,7 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		inTransaction(stmt.ConnPool) {
 		return nil
 	}
-	if _, internal := stmt.Settings.Load(settingInternal); internal {
+	if isInternal(stmt) {
 		return nil
 	}
 	mi := p.model(stmt.Schema)

@@ -27,7 +27,7 @@ func (p *Plugin) query(db *gorm.DB) {
 	}
 	lk := p.planLookup(db)
 	if lk == nil {
-		if _, internal := db.Statement.Settings.Load(settingInternal); !internal {
+		if !isInternal(db.Statement) {
 			p.stats.bypasses.Add(1)
 		}
 		callbacks.Query(db)
