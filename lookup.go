@@ -276,9 +276,11 @@ func (pp *pkPins) refs(p *Plugin, mi *modelInfo) ([]keyRef, bool) {
 	}
 	refs := make([]keyRef, 0, n)
 	idx := make([]int, len(pp.vals))
-	for {
-		vals := make([]any, len(pp.vals))
-		parts := make([]string, len(pp.vals))
+	m := len(pp.vals)
+	all := make([]any, n*m) // every ref's values, in one allocation
+	parts := make([]string, m)
+	for k := 0; ; k++ {
+		vals := all[k*m : (k+1)*m : (k+1)*m]
 		for i, j := range idx {
 			vals[i] = pp.vals[i][j]
 			part, ok := keyPart(mi.pks[i], vals[i])
