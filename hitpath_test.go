@@ -1,10 +1,12 @@
 package writethrough
 
 import (
+	"context"
 	"hash/crc32"
 	"math/rand/v2"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 )
 
@@ -38,12 +40,78 @@ func TestRowKeyFromShardTable(t *testing.T) {
 	mi.buildShards("pfx", 16)
 	bare := &modelInfo{tableEsc: "wt_products"} // no table: keys built from scratch
 	for _, g := range golden {
-		require.Equal(t, g.key, mi.key("pfx", 16, g.parts))
-		require.Equal(t, g.key, bare.key("pfx", 16, g.parts))
+		requireSameKey(t, g.key, mi.key("pfx", 16, g.parts))
+		requireSameKey(t, g.key, bare.key("pfx", 16, g.parts))
 	}
 	// A key longer than the stack buffer, and another prefix than the table's.
 	long := string(make([]byte, 100))
-	require.Equal(t, bare.key("pfx", 16, []string{long}), mi.key("pfx", 16, []string{long}))
-	require.Equal(t, bare.key("other", 16, []string{"7"}), mi.key("other", 16, []string{"7"}))
+	requireSameKey(t, bare.key("pfx", 16, []string{long}), mi.key("pfx", 16, []string{long}))
+	requireSameKey(t, bare.key("other", 16, []string{"7"}), mi.key("other", 16, []string{"7"}))
 	require.Equal(t, "other:{wt_products:7}:k:1", mi.key("other", 16, []string{"1"}).row)
+}
+
+// requireSameKey compares the key names, and checks that the boxed shard
+// arguments name the same keys.
+func requireSameKey(t *testing.T, want, got rowKey) {
+	t.Helper()
+	require.Equal(t, [3]string{want.row, want.gen, want.fence}, [3]string{got.row, got.gen, got.fence})
+	require.NotNil(t, got.shard)
+	require.Equal(t, got.gen, got.shard.genArg)
+	require.Equal(t, got.fence, got.shard.fenceArg)
+}
+
+// The read script's arguments built by readArgs are exactly those
+// readScript.EvalSha sends.
+func TestReadArgsAreEvalShaArgs(t *testing.T) {
+	mi := &modelInfo{tableEsc: "t", fp: "abcdefgh", fpArg: "abcdefgh"}
+	mi.buildShards("p", 4)
+	k := mi.key("p", 4, []string{"12"})
+	var sent []any
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	rdb.AddHook(argsHook{&sent})
+	_ = readScript.EvalSha(context.Background(), rdb, []string{k.row, k.gen, k.fence}, "lease.1", "2000", mi.fp).Err()
+	require.Equal(t, sent, readArgs(k, "lease.1", "2000", mi.fpArg))
+	bare := k
+	bare.shard = nil
+	require.Equal(t, sent, readArgs(bare, "lease.1", "2000", mi.fpArg))
+}
+
+// argsHook records a command's arguments and answers it without a server.
+type argsHook struct{ sent *[]any }
+
+func (h argsHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h argsHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		*h.sent = cmd.Args()
+		return nil
+	}
+}
+func (h argsHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A server that does not know the read script (new, restarted or flushed)
+// gets it loaded, and the read goes on: nothing falls back to the database
+// for want of a script.
+func TestReadLoadsTheScriptOnNoScript(t *testing.T) {
+	b := backend{name: "sqlite+miniredis", dialect: "sqlite", sqlOpen: openSQLite, open: sqliteDialector, redis: miniRedis}
+	for _, n := range []int{1, 3} { // one key: a single EVALSHA; several: a pipeline
+		e := newEnv(t, b, Config{}, &Product{})
+		for i := 1; i <= n; i++ {
+			require.NoError(t, e.db.Exec("INSERT INTO "+e.db.NamingStrategy.TableName("Product")+" (id, name, price, stock) VALUES (?, ?, 1, 1)", i, "x").Error)
+		}
+		ids := []int{1, 2, 3}[:n]
+		var ps []Product
+		require.NoError(t, e.db.Find(&ps, ids).Error) // no script on the server yet
+		require.Len(t, ps, n)
+		st := e.plugin.Stats()
+		require.Zero(t, st.RedisErrors)
+		require.EqualValues(t, n, st.Misses)
+		require.EqualValues(t, n, st.Fills)
+		e.queries()
+		require.NoError(t, e.db.Find(&ps, ids).Error)
+		require.Zero(t, e.queries())
+		require.EqualValues(t, n, e.plugin.Stats().Hits)
+	}
 }

@@ -31,6 +31,8 @@ type rowKey struct {
 	row   string // the row's entry
 	gen   string // the shard's generation counter
 	fence string // the shard's table-level fence
+	// shard, when set, holds gen and fence boxed once for command arguments.
+	shard *shardKey
 }
 
 // appendEscaped appends s so that the result holds only [A-Za-z0-9._-] and
@@ -61,8 +63,13 @@ func (mi *modelInfo) shardKeys(prefix string, shard int) (gen, fence string) {
 }
 
 // shardKey holds the keys of one shard of a table: the prefix of its row
-// keys, its generation and its fence.
-type shardKey struct{ base, gen, fence string }
+// keys, its generation and its fence, the last two also as command
+// arguments (a string put in an interface is copied to the heap: this is
+// done once per shard rather than once per read).
+type shardKey struct {
+	base, gen, fence string
+	genArg, fenceArg any
+}
 
 // buildShards fills the model's table of shard keys, so that naming a row
 // does not build its shard's three keys again on every read.
@@ -76,16 +83,19 @@ func (mi *modelInfo) buildShards(prefix string, shards int) {
 
 // shard returns the keys of one shard, from the table buildShards made
 // when it was made for this prefix.
-func (mi *modelInfo) shard(prefix string, shard int) shardKey {
+func (mi *modelInfo) shard(prefix string, shard int) *shardKey {
 	if shard < len(mi.shards) && mi.shardPrefix == prefix {
-		return mi.shards[shard]
+		return &mi.shards[shard]
 	}
-	return mi.newShardKey(prefix, shard)
+	k := mi.newShardKey(prefix, shard)
+	return &k
 }
 
 func (mi *modelInfo) newShardKey(prefix string, shard int) shardKey {
 	base := mi.shardBase(prefix, shard)
-	return shardKey{base: base, gen: base + ":g", fence: base + ":f"}
+	k := shardKey{base: base, gen: base + ":g", fence: base + ":f"}
+	k.genArg, k.fenceArg = k.gen, k.fence
+	return k
 }
 
 func (mi *modelInfo) shardBase(prefix string, shard int) string {
@@ -117,7 +127,7 @@ func (mi *modelInfo) key(prefix string, shards int, parts []string) rowKey {
 	row.WriteString(sk.base)
 	row.WriteString(":k:")
 	row.Write(pk)
-	return rowKey{row: row.String(), gen: sk.gen, fence: sk.fence}
+	return rowKey{row: row.String(), gen: sk.gen, fence: sk.fence, shard: sk}
 }
 
 // crc32IEEE is crc32.ChecksumIEEE, which the compiler cannot prove keeps no

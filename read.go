@@ -123,17 +123,25 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]st
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.ReadTimeout)
 		defer cancel()
 	}
-	leaseMS := strconvMS(p.cfg.LeaseTTL)
+	// Arguments every key of the statement shares are boxed once.
+	lease, leaseMS := any(leaseID), any(strconvMS(p.cfg.LeaseTTL))
 	replies := make([]string, len(lk.refs))
 	if len(lk.refs) == 1 {
-		k := lk.refs[0].key
-		r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
+		args := readArgs(lk.refs[0].key, lease, leaseMS, lk.mi.fpArg)
+		cmd := p.rdb.Do(ctx, args...)
+		if isNoScript(cmd.Err()) { // a restarted or flushed server
+			if err := readScript.Load(ctx, p.rdb).Err(); err != nil {
+				return nil, err
+			}
+			cmd = p.rdb.Do(ctx, args...)
+		}
+		r, err := cmd.Text()
 		replies[0] = r
 		return replies, err
 	}
 	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, r := range lk.refs {
-			readScript.EvalSha(ctx, pipe, []string{r.key.row, r.key.gen, r.key.fence}, leaseID, leaseMS, lk.mi.fp)
+			pipe.Do(ctx, readArgs(r.key, lease, leaseMS, lk.mi.fpArg)...)
 		}
 		return nil
 	})
@@ -144,6 +152,22 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]st
 		replies[i], _ = c.(*redis.Cmd).Text()
 	}
 	return replies, nil
+}
+
+// readScriptSHA is the read script's hash, boxed once.
+var readScriptSHA any = readScript.Hash()
+
+// readArgs is the EVALSHA command of the read script for one key. It is
+// what readScript.EvalSha sends, built with the arguments shared by a
+// statement's keys (lease id, lease TTL, fingerprint) and by a shard's
+// (generation and fence keys) boxed once instead of per key: a hit on one
+// key then allocates the argument list and the row key's box, not nine.
+func readArgs(k rowKey, lease, leaseMS, fp any) []any {
+	gen, fence := any(k.gen), any(k.fence)
+	if k.shard != nil {
+		gen, fence = k.shard.genArg, k.shard.fenceArg
+	}
+	return []any{"evalsha", readScriptSHA, 3, k.row, gen, fence, lease, leaseMS, fp}
 }
 
 // classify interprets one reply of the read script.
