@@ -115,3 +115,57 @@ func TestReadLoadsTheScriptOnNoScript(t *testing.T) {
 		require.EqualValues(t, n, e.plugin.Stats().Hits)
 	}
 }
+
+// noteRow has a field the cache does not store (gorm:"-").
+type noteRow struct {
+	ID   uint `gorm:"primaryKey"`
+	Name string
+	Note string `gorm:"-"`
+}
+
+// Hits fill a slice as gorm.Scan does: the caller's capacity is reused,
+// every element starts from zero, and pointer elements are new rows.
+func TestFindHitFillsSlicesLikeScan(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &noteRow{})
+		rows := []noteRow{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+		require.NoError(t, e.db.Create(&rows).Error)
+		ids := []uint{rows[0].ID, rows[1].ID, rows[2].ID}
+		e.queries()
+
+		// Capacity that holds the rows, with stale elements in it.
+		backing := make([]noteRow, 5)
+		for i := range backing {
+			backing[i] = noteRow{ID: 999, Name: "stale", Note: "stale"}
+		}
+		dst := backing[:0]
+		require.NoError(t, e.db.Find(&dst, ids).Error)
+		require.Zero(t, e.queries(), "served from the cache")
+		require.Equal(t, []noteRow{{ID: ids[0], Name: "a"}, {ID: ids[1], Name: "b"}, {ID: ids[2], Name: "c"}}, dst)
+		require.Equal(t, &backing[0], &dst[0], "the caller's capacity is reused, as gorm.Scan does")
+
+		// Too little capacity: a new slice.
+		small := make([]noteRow, 1, 2)
+		small[0].Note = "stale"
+		require.NoError(t, e.db.Find(&small, ids).Error)
+		require.Len(t, small, 3)
+		require.Equal(t, "", small[0].Note)
+
+		// Pointer elements: new rows, never the old pointers.
+		old := &noteRow{ID: 999, Note: "stale"}
+		ptrs := []*noteRow{old}
+		ptrs = ptrs[:0]
+		require.NoError(t, e.db.Find(&ptrs, ids).Error)
+		require.Len(t, ptrs, 3)
+		require.Equal(t, noteRow{ID: ids[0], Name: "a"}, *ptrs[0])
+		require.Equal(t, noteRow{ID: 999, Note: "stale"}, *old, "an old element is not written to")
+
+		// No row at all: an empty, non-nil slice, as from the database.
+		var none []noteRow
+		require.NoError(t, e.db.Find(&none, []uint{987654}).Error) // miss, absence cached
+		require.NoError(t, e.db.Find(&none, []uint{987654}).Error) // hit on the absence
+		require.NotNil(t, none)
+		require.Empty(t, none)
+		require.Zero(t, e.queries()-1, "the second read was a hit")
+	})
+}

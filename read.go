@@ -59,10 +59,18 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 	fl := p.flights.start(leaseID)
 	defer p.flights.end(fl)
 
-	states := make([]readState, n)
-	entries := make([][]byte, n)
-	replies, err := p.readKeys(ctx, lk, leaseID)
-	if err != nil {
+	// A statement of a few keys keeps its per-key state on the stack.
+	var small struct {
+		states  [4]readState
+		entries [4][]byte
+		replies [4]string
+	}
+	states, entries, replies := small.states[:], small.entries[:], small.replies[:]
+	if n > len(small.states) {
+		states, entries, replies = make([]readState, n), make([][]byte, n), make([]string, n)
+	}
+	states, entries, replies = states[:n], entries[:n], replies[:n]
+	if err := p.readKeys(ctx, lk, leaseID, replies); err != nil {
 		p.stats.redisErrors.Add(1)
 		p.stats.bypasses.Add(1)
 		callbacks.Query(db)
@@ -116,8 +124,8 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 }
 
 // readKeys runs the read script for every key of the lookup in one round
-// trip, bounded by Config.ReadTimeout.
-func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]string, error) {
+// trip, bounded by Config.ReadTimeout, and puts the replies in replies.
+func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string, replies []string) error {
 	if p.cfg.ReadTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.ReadTimeout)
@@ -125,19 +133,18 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]st
 	}
 	// Arguments every key of the statement shares are boxed once.
 	lease, leaseMS := any(leaseID), any(strconvMS(p.cfg.LeaseTTL))
-	replies := make([]string, len(lk.refs))
 	if len(lk.refs) == 1 {
 		args := readArgs(lk.refs[0].key, lease, leaseMS, lk.mi.fpArg)
 		cmd := p.rdb.Do(ctx, args...)
 		if isNoScript(cmd.Err()) { // a restarted or flushed server
 			if err := readScript.Load(ctx, p.rdb).Err(); err != nil {
-				return nil, err
+				return err
 			}
 			cmd = p.rdb.Do(ctx, args...)
 		}
 		r, err := cmd.Text()
 		replies[0] = r
-		return replies, err
+		return err
 	}
 	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, r := range lk.refs {
@@ -146,12 +153,12 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]st
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for i, c := range cmds {
 		replies[i], _ = c.(*redis.Cmd).Text()
 	}
-	return replies, nil
+	return nil
 }
 
 // readScriptSHA is the read script's hash, boxed once.
@@ -226,7 +233,11 @@ func (p *Plugin) assemble(db *gorm.DB, lk *lookup, states []readState, entries [
 	stmt := db.Statement
 	ctx := stmt.Context
 	mi := lk.mi
-	var rows []*[]any
+	var one [1]*[]any
+	rows := one[:0]
+	if !lk.one && !lk.limit && len(states) > 1 {
+		rows = make([]*[]any, 0, len(states))
+	}
 	defer func() {
 		for _, r := range rows {
 			putValues(r)
@@ -255,23 +266,30 @@ func (p *Plugin) assemble(db *gorm.DB, lk *lookup, states []readState, entries [
 			}
 		}
 	} else {
-		elemType := rv.Type().Elem()
-		isPtr := elemType.Kind() == reflect.Pointer
+		// Like gorm.Scan: the caller's slice is reused when its capacity
+		// holds the rows; each element starts from zero, as a scanned row
+		// does. Rows are set in place rather than built and appended.
+		isPtr := rv.Type().Elem().Kind() == reflect.Pointer
 		out := rv
-		if out.Cap() == 0 {
-			out = reflect.MakeSlice(rv.Type(), 0, len(rows))
+		if n := len(rows); out.Cap() == 0 || out.Cap() < n {
+			out = reflect.MakeSlice(rv.Type(), n, n)
 		} else {
-			out.SetLen(0)
+			out.SetLen(n)
 		}
-		for _, vals := range rows {
-			elem := reflect.New(mi.schema.ModelType)
+		for i, vals := range rows {
+			elem := out.Index(i)
+			if isPtr {
+				ptr := reflect.New(mi.schema.ModelType)
+				if err := mi.set(ctx, ptr, *vals); err != nil {
+					return errUndecodable
+				}
+				elem.Set(ptr)
+				continue
+			}
+			elem.SetZero()
 			if err := mi.set(ctx, elem, *vals); err != nil {
 				return errUndecodable
 			}
-			if !isPtr {
-				elem = elem.Elem()
-			}
-			out = reflect.Append(out, elem)
 		}
 		rv.Set(out)
 	}
