@@ -40,28 +40,38 @@ type pkPins struct {
 // planLookup returns the lookup for a query statement, or nil when the
 // statement must go to the database.
 func (p *Plugin) planLookup(db *gorm.DB) *lookup {
+	lk := new(lookup)
+	if !p.planLookupInto(db, lk) {
+		return nil
+	}
+	return lk
+}
+
+// planLookupInto is planLookup writing into the caller's lookup, which the
+// query callback keeps on its stack.
+func (p *Plugin) planLookupInto(db *gorm.DB, lk *lookup) bool {
 	stmt := db.Statement
 	if stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct ||
 		stmt.TableExpr != nil || stmt.Table != stmt.Schema.Table ||
 		len(stmt.Selects) > 0 || len(stmt.Omits) > 0 || len(stmt.Joins) > 0 ||
 		inTransaction(stmt.ConnPool) {
-		return nil
+		return false
 	}
 	if isInternal(stmt) {
-		return nil
+		return false
 	}
 	mi := p.model(stmt.Schema)
 	if !mi.cached {
-		return nil
+		return false
 	}
-	lk := &lookup{mi: mi}
+	*lk = lookup{mi: mi}
 
 	// The destination: a struct of the model, or a slice of them.
 	rv := stmt.ReflectValue
 	switch rv.Kind() {
 	case reflect.Struct:
 		if rv.Type() != mi.schema.ModelType {
-			return nil
+			return false
 		}
 		lk.one = true
 	case reflect.Slice:
@@ -70,13 +80,13 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 			et = et.Elem()
 		}
 		if et != mi.schema.ModelType {
-			return nil
+			return false
 		}
 	default:
-		return nil
+		return false
 	}
 	if _, ok := stmt.Dest.(map[string]any); ok {
-		return nil
+		return false
 	}
 
 	var pins pkPins
@@ -87,26 +97,26 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		case "WHERE":
 			where, ok := c.Expression.(clause.Where)
 			if !ok || !pins.addAll(p, mi, stmt, where.Exprs, true) {
-				return nil
+				return false
 			}
 		case "LIMIT":
 			l, ok := c.Expression.(clause.Limit)
 			if !ok || l.Offset != 0 || l.Limit == nil || *l.Limit != 1 {
-				return nil
+				return false
 			}
 			lk.limit = true
 		case "ORDER BY":
 			ob, ok := c.Expression.(clause.OrderBy)
 			if !ok || ob.Expression != nil || len(ob.Columns) != 1 || len(mi.pks) != 1 {
-				return nil
+				return false
 			}
 			col := ob.Columns[0]
 			if col.Reorder || pkIndex(mi, stmt, col.Column) != 0 {
-				return nil
+				return false
 			}
 			lk.desc, ordered = col.Desc, true
 		default:
-			return nil
+			return false
 		}
 	}
 	// A destination with its key set is a condition too (GORM adds it).
@@ -114,17 +124,17 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		for i, f := range mi.pks {
 			if v, zero := f.ValueOf(stmt.Context, rv); !zero {
 				if !pins.add(i, []any{v}) {
-					return nil
+					return false
 				}
 			}
 		}
 	}
 	if pins.other {
-		return nil
+		return false
 	}
 	refs, ok := pins.refs(p, mi)
 	if !ok || len(refs) == 0 {
-		return nil
+		return false
 	}
 	lk.refs = refs
 	lk.complete = len(refs) == 1 || (!lk.one && !lk.limit)
@@ -133,18 +143,18 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		// primary key's order, which is only certain for integers.
 		if !mi.intKeys || len(mi.pks) != 1 {
 			if lk.one || lk.limit || ordered {
-				return nil
+				return false
 			}
 		} else {
 			if (lk.one || lk.limit) && !ordered {
-				return nil // Take over several ids: the database picks any
+				return false // Take over several ids: the database picks any
 			}
 			if !lk.sortInts() {
-				return nil
+				return false
 			}
 		}
 	}
-	return lk
+	return true
 }
 
 // sortInts orders refs by their integer key, as the primary-key index does.
@@ -157,7 +167,7 @@ func (lk *lookup) sortInts() bool {
 		}
 		lk.ints[i] = n
 	}
-	sort.Sort(byInt{lk})
+	sort.Sort(byInt{refs: lk.refs, ints: lk.ints})
 	if lk.desc {
 		for i, j := 0, len(lk.refs)-1; i < j; i, j = i+1, j-1 {
 			lk.refs[i], lk.refs[j] = lk.refs[j], lk.refs[i]
@@ -167,13 +177,18 @@ func (lk *lookup) sortInts() bool {
 	return true
 }
 
-type byInt struct{ lk *lookup }
+// byInt sorts refs and their integer keys together. It holds the slices,
+// not the lookup, so that the lookup can stay on the caller's stack.
+type byInt struct {
+	refs []keyRef
+	ints []int64
+}
 
-func (b byInt) Len() int           { return len(b.lk.refs) }
-func (b byInt) Less(i, j int) bool { return b.lk.ints[i] < b.lk.ints[j] }
+func (b byInt) Len() int           { return len(b.refs) }
+func (b byInt) Less(i, j int) bool { return b.ints[i] < b.ints[j] }
 func (b byInt) Swap(i, j int) {
-	b.lk.refs[i], b.lk.refs[j] = b.lk.refs[j], b.lk.refs[i]
-	b.lk.ints[i], b.lk.ints[j] = b.lk.ints[j], b.lk.ints[i]
+	b.refs[i], b.refs[j] = b.refs[j], b.refs[i]
+	b.ints[i], b.ints[j] = b.ints[j], b.ints[i]
 }
 
 // addAll adds WHERE expressions. With pure set, a condition that is not on

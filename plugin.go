@@ -200,12 +200,17 @@ type Plugin struct {
 	warnOnce sync.Once
 	// hooks lets tests pause the protocol at exact points; nil in production.
 	hooks *testHooks
+
+	// leaseMSArg is Config.LeaseTTL in milliseconds as a read-script
+	// argument, formatted and boxed once.
+	leaseMSArg any
 }
 
 // New returns a plugin that caches through client. The config is validated
 // when the plugin is installed (db.Use returns the error).
 func New(client redis.UniversalClient, cfg Config) *Plugin {
 	p := &Plugin{rdb: client, cfg: cfg.withDefaults()}
+	p.leaseMSArg = strconvMS(p.cfg.LeaseTTL)
 	p.token = randomToken()
 	p.dirty.init()
 	return p

@@ -25,15 +25,15 @@ func (p *Plugin) query(db *gorm.DB) {
 	if db.Error != nil {
 		return
 	}
-	lk := p.planLookup(db)
-	if lk == nil {
+	var lk lookup
+	if !p.planLookupInto(db, &lk) {
 		if !isInternal(db.Statement) {
 			p.stats.bypasses.Add(1)
 		}
 		callbacks.Query(db)
 		return
 	}
-	p.serve(db, lk)
+	p.serve(db, &lk)
 }
 
 // readState is what Redis said about one key.
@@ -132,7 +132,7 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string, repli
 		defer cancel()
 	}
 	// Arguments every key of the statement shares are boxed once.
-	lease, leaseMS := any(leaseID), any(strconvMS(p.cfg.LeaseTTL))
+	lease, leaseMS := any(leaseID), p.leaseMSArg
 	if len(lk.refs) == 1 {
 		args := readArgs(lk.refs[0].key, lease, leaseMS, lk.mi.fpArg)
 		cmd := p.rdb.Do(ctx, args...)
@@ -146,9 +146,10 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string, repli
 		replies[0] = r
 		return err
 	}
+	refs, fp := lk.refs, lk.mi.fpArg // not lk: the closure would move it to the heap
 	cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, r := range lk.refs {
-			pipe.Do(ctx, readArgs(r.key, lease, leaseMS, lk.mi.fpArg)...)
+		for _, r := range refs {
+			pipe.Do(ctx, readArgs(r.key, lease, leaseMS, fp)...)
 		}
 		return nil
 	})
