@@ -18,11 +18,14 @@ type flights struct {
 	m  map[string]*flight // by lease id
 }
 
-// flight is one statement's pending fills.
+// flight is one statement's pending fills. Most statements are hits that
+// nobody waits for, so the channel waiters block on is made by the first
+// waiter, not by start.
 type flight struct {
 	leaseID string
-	done    chan struct{}
 	mu      sync.Mutex
+	done    chan struct{} // made by the first waiter, closed by end
+	ended   bool
 	results map[string]flightResult
 }
 
@@ -33,7 +36,7 @@ type flightResult struct {
 
 // start registers a statement's lease id.
 func (fs *flights) start(leaseID string) *flight {
-	f := &flight{leaseID: leaseID, done: make(chan struct{})}
+	f := &flight{leaseID: leaseID}
 	fs.mu.Lock()
 	if fs.m == nil {
 		fs.m = map[string]*flight{}
@@ -48,7 +51,12 @@ func (fs *flights) end(f *flight) {
 	fs.mu.Lock()
 	delete(fs.m, f.leaseID)
 	fs.mu.Unlock()
-	close(f.done)
+	f.mu.Lock()
+	f.ended = true
+	if f.done != nil {
+		close(f.done)
+	}
+	f.mu.Unlock()
 }
 
 // publish records a successful fill for waiters.
@@ -70,14 +78,22 @@ func (fs *flights) wait(ctx context.Context, row, leaseID string, limit time.Dur
 	if f == nil {
 		return nil, false, false
 	}
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		return nil, false, false
-	case <-t.C:
-		return nil, false, false
+	f.mu.Lock()
+	if !f.ended && f.done == nil {
+		f.done = make(chan struct{})
+	}
+	done, ended := f.done, f.ended
+	f.mu.Unlock()
+	if !ended {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, false, false
+		case <-t.C:
+			return nil, false, false
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

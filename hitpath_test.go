@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -168,4 +169,51 @@ func TestFindHitFillsSlicesLikeScan(t *testing.T) {
 		require.Empty(t, none)
 		require.Zero(t, e.queries()-1, "the second read was a hit")
 	})
+}
+
+// A waiter gets what the flight it waits for published, whether it comes
+// before the flight ends or after; it gives up at its limit or when its
+// context ends; and a flight nobody waits for never makes a channel.
+func TestFlightsWaitersWithLazyChannel(t *testing.T) {
+	var fs flights
+	ctx := context.Background()
+	sealed := sealEntry([]byte("row"))
+
+	f := fs.start("lease.1")
+	got := make(chan []byte)
+	go func() {
+		e, absent, ok := fs.wait(ctx, "k1", "lease.1", time.Minute)
+		if !ok || absent {
+			e = nil
+		}
+		got <- e
+	}()
+	require.Eventually(t, func() bool { f.mu.Lock(); defer f.mu.Unlock(); return f.done != nil }, 5*time.Second, time.Millisecond, "the waiter made the channel")
+	f.publish("k1", sealed, false)
+	f.publish("k2", nil, true)
+	fs.end(f)
+	require.Equal(t, []byte("row"), <-got)
+
+	// Found before end, looked at after: no wait, same answer.
+	g := fs.start("lease.2")
+	g.publish("k2", nil, true)
+	fs.mu.Lock()
+	found := fs.m["lease.2"]
+	fs.mu.Unlock()
+	require.Same(t, g, found)
+	fs.end(g)
+	require.Nil(t, g.done, "nobody waited: no channel was made")
+	// (wait looks the flight up by id; after end it is gone)
+	_, _, ok := fs.wait(ctx, "k2", "lease.2", time.Minute)
+	require.False(t, ok, "an ended flight is not found")
+
+	// Time limit and cancelled context.
+	h := fs.start("lease.3")
+	_, _, ok = fs.wait(ctx, "k1", "lease.3", 10*time.Millisecond)
+	require.False(t, ok)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _, ok = fs.wait(cctx, "k1", "lease.3", time.Minute)
+	require.False(t, ok)
+	fs.end(h)
 }
