@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm/clause"
 )
 
 // Tests of the shortcuts the hit path takes: each must give exactly what
@@ -216,4 +217,26 @@ func TestFlightsWaitersWithLazyChannel(t *testing.T) {
 	_, _, ok = fs.wait(cctx, "k1", "lease.3", time.Minute)
 	require.False(t, ok)
 	fs.end(h)
+}
+
+// An IN of plain values is used as it is; a list inside it is expanded.
+func TestInConditionsWithAndWithoutLists(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		ids := seedProducts(t, e, 3)
+		e.queries()
+		for _, in := range []clause.IN{
+			{Column: clause.PrimaryColumn, Values: []any{ids[0], ids[1], ids[2]}},
+			{Column: clause.PrimaryColumn, Values: []any{ids[0], []uint{ids[1], ids[2]}}},
+			{Column: clause.Column{Name: "id"}, Values: []any{[]uint{ids[0]}, ids[1], ids[2]}},
+		} {
+			before := append([]any(nil), in.Values...)
+			var ps []Product
+			require.NoError(t, e.db.Where(in).Find(&ps).Error)
+			require.Equal(t, before, in.Values, "the condition is not modified")
+			require.Len(t, ps, 3)
+			require.Equal(t, []uint{ids[0], ids[1], ids[2]}, []uint{ps[0].ID, ps[1].ID, ps[2].ID})
+			require.Zero(t, e.queries(), "%v: served from the cache", in.Values)
+		}
+	})
 }

@@ -227,12 +227,21 @@ func (pp *pkPins) addExpr(mi *modelInfo, stmt *gorm.Statement, e clause.Expressi
 		if i < 0 {
 			return false
 		}
-		var vals []any
-		for _, v := range x.Values {
-			if list, ok := listValues(v); ok {
-				vals = append(vals, list...)
-			} else {
-				vals = append(vals, v)
+		// The usual IN holds plain values: use them as they are (pins are
+		// only read). A list among them is expanded, as GORM does.
+		vals := x.Values
+		for k, v := range x.Values {
+			if _, ok := listValues(v); ok {
+				vals = make([]any, 0, len(x.Values))
+				vals = append(vals, x.Values[:k]...)
+				for _, v := range x.Values[k:] {
+					if list, ok := listValues(v); ok {
+						vals = append(vals, list...)
+					} else {
+						vals = append(vals, v)
+					}
+				}
+				break
 			}
 		}
 		return pp.add(i, vals)
