@@ -171,11 +171,10 @@ var readScriptSHA any = readScript.Hash()
 // (generation and fence keys) boxed once instead of per key: a hit on one
 // key then allocates the argument list and the row key's box, not nine.
 func readArgs(k rowKey, lease, leaseMS, fp any) []any {
-	gen, fence := any(k.gen), any(k.fence)
-	if k.shard != nil {
-		gen, fence = k.shard.genArg, k.shard.fenceArg
+	if k.shard == nil {
+		return []any{"evalsha", readScriptSHA, 3, k.row, k.gen, k.fence, lease, leaseMS, fp}
 	}
-	return []any{"evalsha", readScriptSHA, 3, k.row, gen, fence, lease, leaseMS, fp}
+	return []any{"evalsha", readScriptSHA, 3, k.row, k.shard.genArg, k.shard.fenceArg, lease, leaseMS, fp}
 }
 
 // classify interprets one reply of the read script.
