@@ -4,11 +4,13 @@ import (
 	"context"
 	"hash/crc32"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
 
@@ -239,4 +241,32 @@ func TestInConditionsWithAndWithoutLists(t *testing.T) {
 			require.Zero(t, e.queries(), "%v: served from the cache", in.Values)
 		}
 	})
+}
+
+// embeddedKey has its primary key in an embedded pointer struct.
+type embeddedKey struct {
+	*embeddedID
+	Name string
+}
+
+type embeddedID struct {
+	ID uint `gorm:"primaryKey"`
+}
+
+// fieldIsZero agrees with field.ValueOf on plain, pointer-embedded (nil
+// and set) and zero/non-zero keys.
+func TestFieldIsZeroAgreesWithValueOf(t *testing.T) {
+	db, err := gorm.Open(sqliteDialector(t, openSQLite(t)), &gorm.Config{})
+	require.NoError(t, err)
+	ctx := context.Background()
+	for _, m := range []any{&Product{}, &Product{ID: 3}, &embeddedKey{}, &embeddedKey{embeddedID: &embeddedID{}}, &embeddedKey{embeddedID: &embeddedID{ID: 9}}} {
+		stmt := &gorm.Statement{DB: db}
+		require.NoError(t, stmt.Parse(m))
+		rv := reflect.ValueOf(m)
+		for _, f := range stmt.Schema.PrimaryFields {
+			_, zero := f.ValueOf(ctx, rv)
+			require.Equal(t, zero, fieldIsZero(f, rv), "%T %+v", m, m)
+			require.Equal(t, zero, fieldIsZero(f, rv.Elem()))
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
 )
 
 // This file decides which statements are pure primary-key lookups. It is
@@ -122,6 +123,9 @@ func (p *Plugin) planLookupInto(db *gorm.DB, lk *lookup) bool {
 	// A destination with its key set is a condition too (GORM adds it).
 	if lk.one {
 		for i, f := range mi.pks {
+			if fieldIsZero(f, rv) {
+				continue // the usual First(&fresh, id): nothing to box
+			}
 			if v, zero := f.ValueOf(stmt.Context, rv); !zero {
 				if !pins.add(i, []any{v}) {
 					return false
@@ -155,6 +159,24 @@ func (p *Plugin) planLookupInto(db *gorm.DB, lk *lookup) bool {
 		}
 	}
 	return true
+}
+
+// fieldIsZero reports what field.ValueOf reports as zero, without boxing
+// the value into an interface (which allocates).
+func fieldIsZero(f *schema.Field, rv reflect.Value) bool {
+	v := reflect.Indirect(rv)
+	for _, i := range f.StructField.Index {
+		if i >= 0 {
+			v = v.Field(i)
+			continue
+		}
+		v = v.Field(-i - 1) // an embedded pointer
+		if v.IsNil() {
+			return true
+		}
+		v = v.Elem()
+	}
+	return v.IsZero()
 }
 
 // sortInts orders refs by their integer key, as the primary-key index does.
