@@ -5,10 +5,12 @@ import (
 	"hash/crc32"
 	"math/rand/v2"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -269,4 +271,57 @@ func TestFieldIsZeroAgreesWithValueOf(t *testing.T) {
 			require.Equal(t, zero, fieldIsZero(f, rv.Elem()))
 		}
 	}
+}
+
+// Concurrent misses on one key in one process: the lease holder reads the
+// database, and a statement that found its lease waits for its fill (on
+// the channel the waiter made) instead of reading the database too.
+func TestStampedeWaiterUsesTheFill(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		ids := seedProducts(t, e, 1)
+		require.NoError(t, e.plugin.InvalidateTable(context.Background(), &Product{}))
+		waited := func() bool {
+			e.plugin.flights.mu.Lock()
+			defer e.plugin.flights.mu.Unlock()
+			for _, f := range e.plugin.flights.m {
+				f.mu.Lock()
+				w := f.done != nil
+				f.mu.Unlock()
+				if w {
+					return true
+				}
+			}
+			return false
+		}
+		var once sync.Once
+		e.plugin.hooks = &testHooks{beforeQuery: func(string) {
+			once.Do(func() { // the lease holder: hold until someone waits
+				assert.Eventually(t, waited, 10*time.Second, time.Millisecond) // not require: another goroutine
+			})
+		}}
+		e.queries()
+		const n = 8
+		var wg sync.WaitGroup
+		names := make([]string, n)
+		errs := make([]error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var p Product
+				errs[i] = e.db.First(&p, ids[0]).Error
+				names[i] = p.Name
+			}()
+		}
+		wg.Wait()
+		for i := range errs {
+			require.NoError(t, errs[i])
+			require.Equal(t, "p0", names[i])
+		}
+		q := e.queries()
+		require.Less(t, q, int64(n), "at least one reader was served by the lease holder's fill")
+		require.EqualValues(t, 1, e.plugin.Stats().Misses, "one lease holder")
+		t.Logf("%d readers, %d database queries, stats %+v", n, q, e.plugin.Stats())
+	})
 }
