@@ -19,14 +19,21 @@ import (
 
 // Benchmarks of the plugin against plain GORM on the same database, and of
 // a cache hit against the floor a hand-written cache could reach (one GET
-// and a decode). Names are benchstat-friendly:
+// and a decode). Names are benchstat-friendly. On a shared machine, run
+// every benchmark once per round and repeat the rounds, so that load
+// changes hit all modes alike, then compare the modes:
 //
-//	go test -run '^$' -bench . -benchmem -cpu 1 -count 6 | tee new.txt
-//	benchstat -col /mode old.txt
+//	go test -c -o wt.test .
+//	for i in $(seq 8); do
+//	  ./wt.test -test.run '^$' -test.bench . -test.benchmem -test.cpu 1 -test.count 1 -test.benchtime 0.5s >> new.txt
+//	done
+//	benchstat -col /mode new.txt
 //
 // SQLite with an in-process Redis always runs; the real-server variants run
 // when WT_REDIS_ADDR, WT_POSTGRES_DSN and WT_MYSQL_DSN are set and skip
-// otherwise.
+// otherwise. The in-process Redis (miniredis) runs its Lua in this process,
+// so its allocation counts include the server's: read allocations from the
+// real-Redis variants or from BenchmarkHitCPU.
 
 // benchRow is a realistic row: 15 columns, strings, times, a nullable time,
 // a float, a bool and a soft-delete column.
