@@ -62,10 +62,17 @@ type keyRef struct {
 	vals []any
 }
 
-const (
-	settingInternal = "writethrough:internal" // a query the plugin itself runs
-	instanceState   = "writethrough:state"    // per-statement write state
-)
+const instanceState = "writethrough:state" // per-statement write state
+
+// internalQuery marks, in its context, a query the plugin itself runs. It is
+// a context value rather than a statement setting because reading a
+// statement's Settings (a sync.Map) allocates on every statement.
+type internalQuery struct{}
+
+// isInternal reports whether stmt is a query the plugin itself runs.
+func isInternal(stmt *gorm.Statement) bool {
+	return stmt.Context != nil && stmt.Context.Value(internalQuery{}) != nil
+}
 
 // stmtState is a statement's write state, from its before- to its
 // after-callback.
@@ -528,7 +535,7 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 func (p *Plugin) loadRows(db *gorm.DB, mi *modelInfo, exprs []clause.Expression, lock bool) (map[string]reflect.Value, error) {
 	ctx := db.Statement.Context
 	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
-	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: ctx}).Set(settingInternal, true)
+	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: context.WithValue(ctx, internalQuery{}, true)})
 	q = q.Model(rows.Interface()).Where(clause.Or(exprs...))
 	if lock && db.Dialector.Name() != "sqlite" {
 		q = q.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate})

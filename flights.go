@@ -28,11 +28,14 @@ type flights struct {
 // keepEnded bounds how long an ended flight's fills stay findable.
 const keepEnded = time.Second
 
-// flight is one statement's pending fills.
+// flight is one statement's pending fills. Most statements are hits that
+// nobody waits for, so the channel waiters block on is made by the first
+// waiter, not by start.
 type flight struct {
 	leaseID string
-	done    chan struct{}
 	mu      sync.Mutex
+	done    chan struct{} // made by the first waiter, closed by end
+	ended   bool
 	results map[string]flightResult
 }
 
@@ -43,7 +46,7 @@ type flightResult struct {
 
 // start registers a statement's lease id.
 func (fs *flights) start(leaseID string) *flight {
-	f := &flight{leaseID: leaseID, done: make(chan struct{})}
+	f := &flight{leaseID: leaseID}
 	fs.mu.Lock()
 	if fs.m == nil {
 		fs.m = map[string]*flight{}
@@ -70,7 +73,12 @@ func (fs *flights) end(f *flight) {
 		fs.recent[f.leaseID] = f
 	}
 	fs.mu.Unlock()
-	close(f.done)
+	f.mu.Lock()
+	f.ended = true
+	if f.done != nil {
+		close(f.done)
+	}
+	f.mu.Unlock()
 }
 
 // publish records a successful fill for waiters.
@@ -98,14 +106,22 @@ func (fs *flights) wait(ctx context.Context, row, leaseID string, limit time.Dur
 	if f == nil {
 		return nil, false, false
 	}
-	t := time.NewTimer(limit)
-	defer t.Stop()
-	select {
-	case <-f.done:
-	case <-ctx.Done():
-		return nil, false, false
-	case <-t.C:
-		return nil, false, false
+	f.mu.Lock()
+	if !f.ended && f.done == nil {
+		f.done = make(chan struct{})
+	}
+	done, ended := f.done, f.ended
+	f.mu.Unlock()
+	if !ended {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return nil, false, false
+		case <-t.C:
+			return nil, false, false
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm/schema"
@@ -30,6 +31,8 @@ type rowKey struct {
 	row   string // the row's entry
 	gen   string // the shard's generation counter
 	fence string // the shard's table-level fence
+	// shard, when set, holds gen and fence boxed once for command arguments.
+	shard *shardKey
 }
 
 // appendEscaped appends s so that the result holds only [A-Za-z0-9._-] and
@@ -55,8 +58,44 @@ func isPlainKeyByte(c byte) bool {
 
 // shardKeys builds the generation and fence keys of one shard of a table.
 func (mi *modelInfo) shardKeys(prefix string, shard int) (gen, fence string) {
+	k := mi.shard(prefix, shard)
+	return k.gen, k.fence
+}
+
+// shardKey holds the keys of one shard of a table: the prefix of its row
+// keys, its generation and its fence, the last two also as command
+// arguments (a string put in an interface is copied to the heap: this is
+// done once per shard rather than once per read).
+type shardKey struct {
+	base, gen, fence string
+	genArg, fenceArg any
+}
+
+// buildShards fills the model's table of shard keys, so that naming a row
+// does not build its shard's three keys again on every read.
+func (mi *modelInfo) buildShards(prefix string, shards int) {
+	mi.shardPrefix = prefix
+	mi.shards = make([]shardKey, shards)
+	for i := range mi.shards {
+		mi.shards[i] = mi.newShardKey(prefix, i)
+	}
+}
+
+// shard returns the keys of one shard, from the table buildShards made
+// when it was made for this prefix.
+func (mi *modelInfo) shard(prefix string, shard int) *shardKey {
+	if shard < len(mi.shards) && mi.shardPrefix == prefix {
+		return &mi.shards[shard]
+	}
+	k := mi.newShardKey(prefix, shard)
+	return &k
+}
+
+func (mi *modelInfo) newShardKey(prefix string, shard int) shardKey {
 	base := mi.shardBase(prefix, shard)
-	return base + ":g", base + ":f"
+	k := shardKey{base: base, gen: base + ":g", fence: base + ":f"}
+	k.genArg, k.fenceArg = k.gen, k.fence
+	return k
 }
 
 func (mi *modelInfo) shardBase(prefix string, shard int) string {
@@ -73,16 +112,33 @@ func (mi *modelInfo) shardBase(prefix string, shard int) string {
 // key builds the keys of the row whose primary-key parts are parts (already
 // canonical, see keyPart).
 func (mi *modelInfo) key(prefix string, shards int, parts []string) rowKey {
-	var pk []byte
+	var buf [64]byte
+	pk := buf[:0]
 	for i, part := range parts {
 		if i > 0 {
 			pk = append(pk, ':')
 		}
 		pk = appendEscaped(pk, part)
 	}
-	shard := int(crc32.ChecksumIEEE(pk) % uint32(shards))
-	base := mi.shardBase(prefix, shard)
-	return rowKey{row: base + ":k:" + string(pk), gen: base + ":g", fence: base + ":f"}
+	shard := int(crc32IEEE(pk) % uint32(shards))
+	sk := mi.shard(prefix, shard)
+	var row strings.Builder
+	row.Grow(len(sk.base) + len(":k:") + len(pk))
+	row.WriteString(sk.base)
+	row.WriteString(":k:")
+	row.Write(pk)
+	return rowKey{row: row.String(), gen: sk.gen, fence: sk.fence, shard: sk}
+}
+
+// crc32IEEE is crc32.ChecksumIEEE, which the compiler cannot prove keeps no
+// reference to its argument (it dispatches through a function variable), so
+// calling it would move key's stack buffer to the heap.
+func crc32IEEE(b []byte) uint32 {
+	crc := ^uint32(0)
+	for _, c := range b {
+		crc = crc32.IEEETable[byte(crc)^c] ^ (crc >> 8)
+	}
+	return ^crc
 }
 
 // keyPart turns a primary-key value (from a condition or a model) into the

@@ -42,6 +42,16 @@ type pkPins struct {
 // planLookup returns the lookup for a query statement, or nil when the
 // statement must go to the database.
 func (p *Plugin) planLookup(db *gorm.DB) *lookup {
+	lk := new(lookup)
+	if !p.planLookupInto(db, lk) {
+		return nil
+	}
+	return lk
+}
+
+// planLookupInto is planLookup writing into the caller's lookup, which the
+// query callback keeps on its stack.
+func (p *Plugin) planLookupInto(db *gorm.DB, lk *lookup) bool {
 	stmt := db.Statement
 	// DryRun (and ToSQL) only builds the SQL: no answer, so nothing to
 	// serve, and an empty result that must not be cached as "not found".
@@ -49,23 +59,23 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		stmt.TableExpr != nil || stmt.Table != stmt.Schema.Table ||
 		len(stmt.Selects) > 0 || len(stmt.Omits) > 0 || len(stmt.Joins) > 0 ||
 		inTransaction(stmt.ConnPool) {
-		return nil
+		return false
 	}
-	if _, internal := stmt.Settings.Load(settingInternal); internal {
-		return nil
+	if isInternal(stmt) {
+		return false
 	}
 	mi := p.model(stmt.Schema)
 	if !mi.cached {
-		return nil
+		return false
 	}
-	lk := &lookup{mi: mi}
+	*lk = lookup{mi: mi}
 
 	// The destination: a struct of the model, or a slice of them.
 	rv := stmt.ReflectValue
 	switch rv.Kind() {
 	case reflect.Struct:
 		if rv.Type() != mi.schema.ModelType {
-			return nil
+			return false
 		}
 		lk.one = true
 	case reflect.Slice:
@@ -74,13 +84,13 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 			et = et.Elem()
 		}
 		if et != mi.schema.ModelType {
-			return nil
+			return false
 		}
 	default:
-		return nil
+		return false
 	}
 	if _, ok := stmt.Dest.(map[string]any); ok {
-		return nil
+		return false
 	}
 
 	var pins pkPins
@@ -91,44 +101,47 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		case "WHERE":
 			where, ok := c.Expression.(clause.Where)
 			if !ok || !pins.addAll(p, mi, stmt, where.Exprs, true) {
-				return nil
+				return false
 			}
 		case "LIMIT":
 			l, ok := c.Expression.(clause.Limit)
 			if !ok || l.Offset != 0 || l.Limit == nil || *l.Limit != 1 {
-				return nil
+				return false
 			}
 			lk.limit = true
 		case "ORDER BY":
 			ob, ok := c.Expression.(clause.OrderBy)
 			if !ok || ob.Expression != nil || len(ob.Columns) != 1 {
-				return nil
+				return false
 			}
 			col := ob.Columns[0]
 			if col.Reorder || !ordersByKey(mi, stmt, col.Column) {
-				return nil
+				return false
 			}
 			lk.desc, ordered = col.Desc, true
 		default:
-			return nil
+			return false
 		}
 	}
 	// A destination with its key set is a condition too (GORM adds it).
 	if lk.one {
 		for i, f := range mi.pks {
+			if fieldIsZero(f, rv) {
+				continue // the usual First(&fresh, id): nothing to box
+			}
 			if v, zero := f.ValueOf(stmt.Context, rv); !zero {
 				if !pins.add(i, []any{v}) {
-					return nil
+					return false
 				}
 			}
 		}
 	}
 	if pins.other {
-		return nil
+		return false
 	}
 	refs, ok := pins.refs(p, mi)
 	if !ok || len(refs) == 0 {
-		return nil
+		return false
 	}
 	lk.refs = refs
 	lk.complete = len(refs) == 1 || (!lk.one && !lk.limit)
@@ -137,19 +150,37 @@ func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 		// primary key's order, which is only certain for integers.
 		if !mi.intKeys || len(mi.pks) != 1 {
 			if lk.one || lk.limit || ordered {
-				return nil
+				return false
 			}
 			lk.sortParts()
 		} else {
 			if (lk.one || lk.limit) && !ordered {
-				return nil // Take over several ids: the database picks any
+				return false // Take over several ids: the database picks any
 			}
 			if !lk.sortInts() {
-				return nil
+				return false
 			}
 		}
 	}
-	return lk
+	return true
+}
+
+// fieldIsZero reports what field.ValueOf reports as zero, without boxing
+// the value into an interface (which allocates).
+func fieldIsZero(f *schema.Field, rv reflect.Value) bool {
+	v := reflect.Indirect(rv)
+	for _, i := range f.StructField.Index {
+		if i >= 0 {
+			v = v.Field(i)
+			continue
+		}
+		v = v.Field(-i - 1) // an embedded pointer
+		if v.IsNil() {
+			return true
+		}
+		v = v.Elem()
+	}
+	return v.IsZero()
 }
 
 // ordersByKey reports whether an ORDER BY column is the primary key, as
@@ -224,7 +255,7 @@ func (lk *lookup) sortInts() bool {
 		}
 		lk.ints[i] = n
 	}
-	sort.Sort(byInt{lk})
+	sort.Sort(byInt{refs: lk.refs, ints: lk.ints})
 	if lk.desc {
 		for i, j := 0, len(lk.refs)-1; i < j; i, j = i+1, j-1 {
 			lk.refs[i], lk.refs[j] = lk.refs[j], lk.refs[i]
@@ -234,13 +265,18 @@ func (lk *lookup) sortInts() bool {
 	return true
 }
 
-type byInt struct{ lk *lookup }
+// byInt sorts refs and their integer keys together. It holds the slices,
+// not the lookup, so that the lookup can stay on the caller's stack.
+type byInt struct {
+	refs []keyRef
+	ints []int64
+}
 
-func (b byInt) Len() int           { return len(b.lk.refs) }
-func (b byInt) Less(i, j int) bool { return b.lk.ints[i] < b.lk.ints[j] }
+func (b byInt) Len() int           { return len(b.refs) }
+func (b byInt) Less(i, j int) bool { return b.ints[i] < b.ints[j] }
 func (b byInt) Swap(i, j int) {
-	b.lk.refs[i], b.lk.refs[j] = b.lk.refs[j], b.lk.refs[i]
-	b.lk.ints[i], b.lk.ints[j] = b.lk.ints[j], b.lk.ints[i]
+	b.refs[i], b.refs[j] = b.refs[j], b.refs[i]
+	b.ints[i], b.ints[j] = b.ints[j], b.ints[i]
 }
 
 // addAll adds WHERE expressions. With pure set, a condition that is not on
@@ -309,12 +345,21 @@ func (pp *pkPins) addExpr(mi *modelInfo, stmt *gorm.Statement, e clause.Expressi
 		if i < 0 {
 			return false
 		}
-		var vals []any
-		for _, v := range x.Values {
-			if list, ok := listValues(v); ok {
-				vals = append(vals, list...)
-			} else {
-				vals = append(vals, v)
+		// The usual IN holds plain values: use them as they are (pins are
+		// only read). A list among them is expanded, as GORM does.
+		vals := x.Values
+		for k, v := range x.Values {
+			if _, ok := listValues(v); ok {
+				vals = make([]any, 0, len(x.Values))
+				vals = append(vals, x.Values[:k]...)
+				for _, v := range x.Values[k:] {
+					if list, ok := listValues(v); ok {
+						vals = append(vals, list...)
+					} else {
+						vals = append(vals, v)
+					}
+				}
+				break
 			}
 		}
 		return pp.add(i, vals)
@@ -373,9 +418,11 @@ func (pp *pkPins) refs(p *Plugin, mi *modelInfo) ([]keyRef, bool) {
 	}
 	refs := make([]keyRef, 0, n)
 	idx := make([]int, len(pp.vals))
-	for {
-		vals := make([]any, len(pp.vals))
-		parts := make([]string, len(pp.vals))
+	m := len(pp.vals)
+	all := make([]any, n*m) // every ref's values, in one allocation
+	parts := make([]string, m)
+	for k := 0; ; k++ {
+		vals := all[k*m : (k+1)*m : (k+1)*m]
 		for i, j := range idx {
 			vals[i] = pp.vals[i][j]
 			part, ok := keyPart(mi.pks[i], vals[i])

@@ -41,6 +41,11 @@ type modelInfo struct {
 	pks      []*schema.Field
 	intKeys  bool   // every key part is an integer: absences may be cached safely
 	fp       string // fingerprint of the layout, part of every entry
+	fpArg    any    // fp boxed once, as a command argument
+	// shards holds the keys of every shard of the table, built once for
+	// shardPrefix (Config.Prefix); see shard.
+	shards      []shardKey
+	shardPrefix string
 }
 
 // models caches modelInfo per schema.
@@ -90,6 +95,8 @@ func (p *Plugin) newModelInfo(s *schema.Schema) *modelInfo {
 		fmt.Fprintf(h, "%s %s %s %s|", f.DBName, f.DataType, f.FieldType, f.TagSettings["SERIALIZER"])
 	}
 	mi.fp = fmt.Sprintf("%016x", h.Sum64())[:fingerprintLen]
+	mi.fpArg = mi.fp
+	mi.buildShards(p.cfg.Prefix, p.cfg.TableShards)
 	mi.cached = true
 	return mi
 }

@@ -205,12 +205,16 @@ type Plugin struct {
 	// ctxDeadlines is true when the client itself ends a call at its
 	// context's deadline (see withReadTimeout).
 	ctxDeadlines bool
+	// leaseMSArg is Config.LeaseTTL in milliseconds as a read-script
+	// argument, formatted and boxed once.
+	leaseMSArg any
 }
 
 // New returns a plugin that caches through client. The config is validated
 // when the plugin is installed (db.Use returns the error).
 func New(client redis.UniversalClient, cfg Config) *Plugin {
 	p := &Plugin{rdb: client, cfg: cfg.withDefaults(), ctxDeadlines: honorsDeadlines(client)}
+	p.leaseMSArg = strconvMS(p.cfg.LeaseTTL)
 	p.token = randomToken()
 	p.dirty.init()
 	return p

@@ -25,15 +25,15 @@ func (p *Plugin) query(db *gorm.DB) {
 	if db.Error != nil {
 		return
 	}
-	lk := p.planLookup(db)
-	if lk == nil {
-		if _, internal := db.Statement.Settings.Load(settingInternal); !internal {
+	var lk lookup
+	if !p.planLookupInto(db, &lk) {
+		if !isInternal(db.Statement) {
 			p.stats.bypasses.Add(1)
 		}
 		callbacks.Query(db)
 		return
 	}
-	p.serve(db, lk)
+	p.serve(db, &lk)
 }
 
 // readState is what Redis said about one key.
@@ -59,10 +59,18 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 	fl := p.flights.start(leaseID)
 	defer p.flights.end(fl)
 
-	states := make([]readState, n)
-	entries := make([][]byte, n)
-	replies, err := p.readKeys(ctx, lk, leaseID)
-	if err != nil {
+	// A statement of a few keys keeps its per-key state on the stack.
+	var small struct {
+		states  [4]readState
+		entries [4][]byte
+		replies [4]string
+	}
+	states, entries, replies := small.states[:], small.entries[:], small.replies[:]
+	if n > len(small.states) {
+		states, entries, replies = make([]readState, n), make([][]byte, n), make([]string, n)
+	}
+	states, entries, replies = states[:n], entries[:n], replies[:n]
+	if err := p.readKeys(ctx, lk, leaseID, replies); err != nil {
 		p.stats.redisErrors.Add(1)
 		p.stats.bypasses.Add(1)
 		callbacks.Query(db)
@@ -126,20 +134,28 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 }
 
 // readKeys runs the read script for every key of the lookup in one round
-// trip, bounded by Config.ReadTimeout.
-func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]string, error) {
-	leaseMS := strconvMS(p.cfg.LeaseTTL)
-	replies := make([]string, len(lk.refs))
-	err := p.withReadTimeout(ctx, func(ctx context.Context) error {
-		if len(lk.refs) == 1 {
-			k := lk.refs[0].key
-			r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
+// trip, bounded by Config.ReadTimeout, and puts the replies in replies.
+func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string, replies []string) error {
+	// Arguments every key of the statement shares are boxed once.
+	lease, leaseMS := any(leaseID), p.leaseMSArg
+	refs, fp := lk.refs, lk.mi.fpArg // not lk: the closure would move it to the heap
+	return p.withReadTimeout(ctx, func(ctx context.Context) error {
+		if len(refs) == 1 {
+			args := readArgs(refs[0].key, lease, leaseMS, fp)
+			cmd := p.rdb.Do(ctx, args...)
+			if isNoScript(cmd.Err()) { // a restarted or flushed server
+				if err := readScript.Load(ctx, p.rdb).Err(); err != nil {
+					return err
+				}
+				cmd = p.rdb.Do(ctx, args...)
+			}
+			r, err := cmd.Text()
 			replies[0] = r
 			return err
 		}
 		cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for _, r := range lk.refs {
-				readScript.EvalSha(ctx, pipe, []string{r.key.row, r.key.gen, r.key.fence}, leaseID, leaseMS, lk.mi.fp)
+			for _, r := range refs {
+				pipe.Do(ctx, readArgs(r.key, lease, leaseMS, fp)...)
 			}
 			return nil
 		})
@@ -151,10 +167,21 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]st
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, err
+}
+
+// readScriptSHA is the read script's hash, boxed once.
+var readScriptSHA any = readScript.Hash()
+
+// readArgs is the EVALSHA command of the read script for one key. It is
+// what readScript.EvalSha sends, built with the arguments shared by a
+// statement's keys (lease id, lease TTL, fingerprint) and by a shard's
+// (generation and fence keys) boxed once instead of per key: a hit on one
+// key then allocates the argument list and the row key's box, not nine.
+func readArgs(k rowKey, lease, leaseMS, fp any) []any {
+	if k.shard == nil {
+		return []any{"evalsha", readScriptSHA, 3, k.row, k.gen, k.fence, lease, leaseMS, fp}
 	}
-	return replies, nil
+	return []any{"evalsha", readScriptSHA, 3, k.row, k.shard.genArg, k.shard.fenceArg, lease, leaseMS, fp}
 }
 
 // withReadTimeout runs fn bounded by Config.ReadTimeout (see withTimeout).
@@ -245,7 +272,11 @@ func (p *Plugin) assemble(db *gorm.DB, lk *lookup, states []readState, entries [
 	stmt := db.Statement
 	ctx := stmt.Context
 	mi := lk.mi
-	var rows []*[]any
+	var one [1]*[]any
+	rows := one[:0]
+	if !lk.one && !lk.limit && len(states) > 1 {
+		rows = make([]*[]any, 0, len(states))
+	}
 	defer func() {
 		for _, r := range rows {
 			putValues(r)
@@ -274,23 +305,30 @@ func (p *Plugin) assemble(db *gorm.DB, lk *lookup, states []readState, entries [
 			}
 		}
 	} else {
-		elemType := rv.Type().Elem()
-		isPtr := elemType.Kind() == reflect.Pointer
+		// Like gorm.Scan: the caller's slice is reused when its capacity
+		// holds the rows; each element starts from zero, as a scanned row
+		// does. Rows are set in place rather than built and appended.
+		isPtr := rv.Type().Elem().Kind() == reflect.Pointer
 		out := rv
-		if out.Cap() == 0 {
-			out = reflect.MakeSlice(rv.Type(), 0, len(rows))
+		if n := len(rows); out.Cap() == 0 || out.Cap() < n {
+			out = reflect.MakeSlice(rv.Type(), n, n)
 		} else {
-			out.SetLen(0)
+			out.SetLen(n)
 		}
-		for _, vals := range rows {
-			elem := reflect.New(mi.schema.ModelType)
+		for i, vals := range rows {
+			elem := out.Index(i)
+			if isPtr {
+				ptr := reflect.New(mi.schema.ModelType)
+				if err := mi.set(ctx, ptr, *vals); err != nil {
+					return errUndecodable
+				}
+				elem.Set(ptr)
+				continue
+			}
+			elem.SetZero()
 			if err := mi.set(ctx, elem, *vals); err != nil {
 				return errUndecodable
 			}
-			if !isPtr {
-				elem = elem.Elem()
-			}
-			out = reflect.Append(out, elem)
 		}
 		rv.Set(out)
 	}
