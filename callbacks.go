@@ -509,6 +509,7 @@ func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) err
 	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, w := range writes {
 			pipe.Set(ctx, w.key.row, "F"+token, p.cfg.LockTTL)
+			pipe.SetNX(ctx, w.key.gen, freshGeneration(), 0)
 			gens[i] = pipe.Get(ctx, w.key.gen)
 		}
 		return nil
@@ -541,6 +542,7 @@ func (p *Plugin) fenceTables(ctx context.Context, token string, tables []pending
 	defer cancel()
 	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, t := range tables {
+			pipe.SetNX(ctx, t.gen, freshGeneration(), 0)
 			pipe.Incr(ctx, t.gen)
 			pipe.Set(ctx, t.fence, token, p.cfg.LockTTL)
 		}

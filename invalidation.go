@@ -76,6 +76,7 @@ func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
 	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i := 0; i < p.cfg.TableShards; i++ {
 			gen, _ := mi.shardKeys(p.cfg.Prefix, i)
+			pipe.SetNX(ctx, gen, freshGeneration(), 0)
 			pipe.Incr(ctx, gen)
 		}
 		return nil
@@ -95,6 +96,7 @@ func (p *Plugin) poison(ctx context.Context, keys []string) error {
 	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for _, k := range keys {
 			if strings.HasSuffix(k, ":g") && strings.Contains(k, "}:") && !strings.Contains(k, "}:k:") {
+				pipe.SetNX(ctx, k, freshGeneration(), 0)
 				pipe.Incr(ctx, k)
 			} else {
 				pipe.Set(ctx, k, "C", p.cfg.ContendedTTL)

@@ -2,7 +2,9 @@ package writethrough
 
 import (
 	"context"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -18,6 +20,29 @@ import (
 // A shard's generation key counts table-level invalidations; while its fence
 // key exists a table-level write is in flight and no key of the shard is
 // served or filled. Every script below touches the keys of one shard only.
+//
+// A generation key that is missing (never created, or evicted under an
+// allkeys-* maxmemory policy) is created from the clock in microseconds,
+// never from zero: counting up from zero again would make entries stored
+// under an earlier generation match again after the table writes that
+// invalidated them.
+
+// ensureGenLua defines ensure_gen(key): the shard's generation, created
+// from the server clock if it is missing.
+const ensureGenLua = `
+local function ensure_gen(k)
+  local g = redis.call('GET', k)
+  if g then return g end
+  local t = redis.call('TIME')
+  g = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', k, g)
+  return g
+end
+`
+
+// freshGeneration is the client-side twin of ensure_gen, for pipelines that
+// bump a generation with SETNX + INCR.
+func freshGeneration() string { return strconv.FormatInt(time.Now().UnixMicro(), 10) }
 
 // readScript serves a read. It returns the entry ("V..." or "N") when it is
 // current, "G" when the key was empty or stale and the caller now holds the
@@ -26,9 +51,9 @@ import (
 // fence, "C") when the caller must read the database without filling.
 //
 // KEYS: row, gen, fence. ARGV: lease id, lease TTL ms, fingerprint.
-var readScript = redis.NewScript(`
+var readScript = redis.NewScript(ensureGenLua + `
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'B' end
-local g = redis.call('GET', KEYS[2]) or '0'
+local g = ensure_gen(KEYS[2])
 local v = redis.call('GET', KEYS[1])
 local granted = 'G'
 if v then
@@ -128,7 +153,8 @@ return 0
 // flight must not survive this one) and drops the fence if it is its own.
 //
 // KEYS: gen, fence. ARGV: token.
-var tableFinishScript = redis.NewScript(`
+var tableFinishScript = redis.NewScript(ensureGenLua + `
+ensure_gen(KEYS[1])
 redis.call('INCR', KEYS[1])
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
