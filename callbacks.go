@@ -506,7 +506,7 @@ func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) err
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
 	gens := make([]*redis.StringCmd, len(writes))
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, err := p.pipelinedRaw(ctx, func(pipe redis.Pipeliner) error {
 		for i, w := range writes {
 			pipe.Set(ctx, w.key.row, "F"+token, p.cfg.LockTTL)
 			pipe.SetNX(ctx, w.key.gen, freshGeneration(), 0)
@@ -540,7 +540,7 @@ func (p *Plugin) fenceTables(ctx context.Context, token string, tables []pending
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, err := p.pipelinedRaw(ctx, func(pipe redis.Pipeliner) error {
 		for _, t := range tables {
 			pipe.SetNX(ctx, t.gen, freshGeneration(), 0)
 			pipe.Incr(ctx, t.gen)

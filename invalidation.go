@@ -73,7 +73,7 @@ func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
 	mi := &modelInfo{tableEsc: tableEsc}
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, err := p.pipelinedRaw(ctx, func(pipe redis.Pipeliner) error {
 		for i := 0; i < p.cfg.TableShards; i++ {
 			gen, _ := mi.shardKeys(p.cfg.Prefix, i)
 			pipe.SetNX(ctx, gen, freshGeneration(), 0)
@@ -93,7 +93,7 @@ func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
 func (p *Plugin) poison(ctx context.Context, keys []string) error {
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.WriteTimeout)
 	defer cancel()
-	_, err := p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	_, err := p.pipelinedRaw(ctx, func(pipe redis.Pipeliner) error {
 		for _, k := range keys {
 			if strings.HasSuffix(k, ":g") && strings.Contains(k, "}:") && !strings.Contains(k, "}:k:") {
 				pipe.SetNX(ctx, k, freshGeneration(), 0)

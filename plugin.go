@@ -198,6 +198,9 @@ type Plugin struct {
 	token    string // this process's prefix for lease ids and fence tokens
 	seq      atomic.Uint64
 	warnOnce sync.Once
+	// deadlines is true when the client itself gives up at a context's
+	// deadline; otherwise Redis calls are bounded by bounded().
+	deadlines bool
 	// hooks lets tests pause the protocol at exact points; nil in production.
 	hooks *testHooks
 }
@@ -205,7 +208,7 @@ type Plugin struct {
 // New returns a plugin that caches through client. The config is validated
 // when the plugin is installed (db.Use returns the error).
 func New(client redis.UniversalClient, cfg Config) *Plugin {
-	p := &Plugin{rdb: client, cfg: cfg.withDefaults()}
+	p := &Plugin{rdb: client, cfg: cfg.withDefaults(), deadlines: honoursDeadlines(client)}
 	p.token = randomToken()
 	p.dirty.init()
 	return p

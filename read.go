@@ -127,7 +127,9 @@ func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string) ([]st
 	replies := make([]string, len(lk.refs))
 	if len(lk.refs) == 1 {
 		k := lk.refs[0].key
-		r, err := readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
+		r, err := bounded(p, ctx, func() (string, error) {
+			return readScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, leaseID, leaseMS, lk.mi.fp).Text()
+		})
 		replies[0] = r
 		return replies, err
 	}
@@ -183,7 +185,9 @@ func (p *Plugin) reclaim(ctx context.Context, k rowKey, entry, leaseID string) b
 		ctx, cancel = context.WithTimeout(ctx, p.cfg.ReadTimeout)
 		defer cancel()
 	}
-	r, err := reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL)).Text()
+	r, err := bounded(p, ctx, func() (string, error) {
+		return reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL)).Text()
+	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)
 		return false

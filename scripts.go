@@ -171,16 +171,18 @@ func isNoScript(err error) bool {
 // (EVALSHA); if the server does not know one yet they are loaded and the
 // pipeline is sent once more. Every command fn queues must be safe to repeat.
 func (p *Plugin) pipelined(ctx context.Context, fn func(redis.Pipeliner) error) ([]redis.Cmder, error) {
-	cmds, err := p.rdb.Pipelined(ctx, fn)
-	if err == nil || !hasNoScript(cmds, err) {
-		return cmds, err
-	}
-	for _, s := range allScripts {
-		if err := s.Load(ctx, p.rdb).Err(); err != nil {
+	return bounded(p, ctx, func() ([]redis.Cmder, error) {
+		cmds, err := p.rdb.Pipelined(ctx, fn)
+		if err == nil || !hasNoScript(cmds, err) {
 			return cmds, err
 		}
-	}
-	return p.rdb.Pipelined(ctx, fn)
+		for _, s := range allScripts {
+			if err := s.Load(ctx, p.rdb).Err(); err != nil {
+				return cmds, err
+			}
+		}
+		return p.rdb.Pipelined(ctx, fn)
+	})
 }
 
 func hasNoScript(cmds []redis.Cmder, err error) bool {
