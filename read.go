@@ -75,6 +75,12 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 	// Rows another statement of this process is filling: wait for its fill.
 	for i, s := range states {
 		if s == stateBypass && strings.HasPrefix(replies[i], "L"+p.token) {
+			if leaseIDOf(replies[i]) == leaseID {
+				// Our own lease: the client retried the script after its
+				// first reply was lost, and the first run took the lease.
+				states[i] = stateLeased
+				continue
+			}
 			if e, absent, ok := p.flights.wait(ctx, lk.refs[i].key.row, leaseIDOf(replies[i]), p.cfg.LeaseTTL); ok {
 				states[i], entries[i] = stateHit, e
 				if absent {
