@@ -336,7 +336,13 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		p.hooks.beforeFill(fills[0].key.row)
 	}
 
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.WriteTimeout)
+	// The fill is part of the read: bounded by ReadTimeout like the rest of
+	// it (a fill that times out leaves the lease to expire, which is safe).
+	fillTimeout := p.cfg.WriteTimeout
+	if p.cfg.ReadTimeout > 0 {
+		fillTimeout = p.cfg.ReadTimeout
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), fillTimeout)
 	defer cancel()
 	cmds, err := p.pipelined(wctx, func(pipe redis.Pipeliner) error {
 		for _, f := range fills {

@@ -1,6 +1,7 @@
 package writethrough
 
 import (
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -47,5 +48,38 @@ func TestTimeoutsBoundStalledRedis(t *testing.T) {
 		var r HistRow
 		require.NoError(t, w.direct.First(&r, 5).Error)
 		require.Equal(t, initialPayload, r.Payload, "the failed write did not commit")
+	})
+}
+
+// TestFillBoundedByReadTimeout: the fill after a miss is part of the read,
+// so Redis stalling between the database query and the fill delays the
+// read by at most Config.ReadTimeout, not Config.WriteTimeout.
+func TestFillBoundedByReadTimeout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		opts := defaultHistoryOpts(historyRedis(t, b), time.Second)
+		px := newFaultProxy(t, opts.redisAddr)
+		opts.redisAddr = px.Addr()
+		opts.instances = 1
+		opts.cfg.WriteTimeout = 5 * time.Second
+		var armed atomic.Bool
+		opts.hooks = func(int) *testHooks {
+			return &testHooks{beforeFill: func(string) {
+				if armed.Load() {
+					px.setStall(true)
+				}
+			}}
+		}
+		w := newHistWorld(t, b, opts)
+		db, cfg := w.instances[0].db, w.instances[0].plugin.cfg
+		require.NoError(t, db.First(&HistRow{}, 10).Error) // Redis knows the scripts
+		defer px.setStall(false)
+
+		armed.Store(true)
+		start := time.Now()
+		var r HistRow
+		require.NoError(t, db.First(&r, 1).Error)
+		took := time.Since(start)
+		require.Equal(t, int64(1), r.ID)
+		require.Less(t, took, cfg.ReadTimeout+time.Second, "the read waited for its fill longer than ReadTimeout allows")
 	})
 }
