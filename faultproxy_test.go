@@ -505,9 +505,7 @@ func faultDuration(t testing.TB) time.Duration {
 
 func TestHistoryUnderFaults(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		if strings.HasSuffix(b.name, "miniredis") && os.Getenv("WT_REDIS_ADDR") != "" {
-			t.Skip("faults run against real Redis when it is configured")
-		}
+		skipMiniredisWithServers(t, b)
 		for _, f := range historyFaults {
 			t.Run(f.name, func(t *testing.T) {
 				opts := defaultHistoryOpts(historyRedis(t, b), faultDuration(t))

@@ -81,6 +81,10 @@ type historyOpts struct {
 	fault func(ctx context.Context, w *histWorld)
 	// hooks, when set, is installed on each instance before the run.
 	hooks func(i int) *testHooks
+	// jitter delays some fills, finishes and database queries of lookups
+	// by a few ms (see withJitter), widening the windows the protocol's
+	// races live in so that a broken guard shows.
+	jitter bool
 }
 
 func defaultHistoryOpts(redisAddr string, d time.Duration) historyOpts {
@@ -99,6 +103,7 @@ func defaultHistoryOpts(redisAddr string, d time.Duration) historyOpts {
 		hot:         8,
 		tableWrites: true,
 		quietHits:   0.5,
+		jitter:      true,
 	}
 }
 
@@ -182,10 +187,50 @@ func newHistWorld(t testing.TB, b backend, opts historyOpts) *histWorld {
 		if opts.hooks != nil {
 			p.hooks = opts.hooks(i)
 		}
+		if opts.jitter {
+			p.hooks = withJitter(p.hooks)
+		}
 		require.NoError(t, db.Use(p))
 		w.instances = append(w.instances, &histInstance{db: db, plugin: p, rdb: rdb})
 	}
 	return w
+}
+
+// withJitter returns hooks that sleep now and then at the points where the
+// protocol races, on top of h's own: a quarter of the fills wait up to 5ms
+// after the database read (the stale-fill window), a quarter of the commits
+// up to 3ms before their finish (reordered finishes), and a tenth of the
+// lookups up to 2ms before the database read.
+func withJitter(h *testHooks) *testHooks {
+	out := &testHooks{}
+	if h != nil {
+		*out = *h
+	}
+	pause := func(oneIn int, upTo time.Duration) {
+		if rand.IntN(oneIn) == 0 {
+			time.Sleep(rand.N(upTo))
+		}
+	}
+	fill, query, commit := out.beforeFill, out.beforeQuery, out.afterCommit
+	out.beforeFill = func(row string) {
+		pause(4, 5*time.Millisecond)
+		if fill != nil {
+			fill(row)
+		}
+	}
+	out.beforeQuery = func(row string) {
+		pause(10, 2*time.Millisecond)
+		if query != nil {
+			query(row)
+		}
+	}
+	out.afterCommit = func() {
+		pause(4, 3*time.Millisecond)
+		if commit != nil {
+			commit()
+		}
+	}
+	return out
 }
 
 // probeKey carries a *atomic.Int64 in a context: probePool counts the
@@ -228,7 +273,28 @@ func (p *probePool) QueryRowContext(ctx context.Context, query string, args ...a
 }
 
 func (p *probePool) BeginTx(ctx context.Context, opts *sql.TxOptions) (gorm.ConnPool, error) {
-	return p.inner.BeginTx(ctx, opts)
+	tx, err := p.inner.BeginTx(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return probeTx{tx}, nil
+}
+
+// afterTxQueryKey carries a func(query string) in a context: a query run
+// inside a transaction under that context calls it once the database has
+// answered, before the rows are read, so a test can stop a statement
+// right after its snapshot was taken.
+type afterTxQueryKey struct{}
+
+// probeTx is a transaction of probePool.
+type probeTx struct{ *sql.Tx }
+
+func (t probeTx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	rows, err := t.Tx.QueryContext(ctx, query, args...)
+	if f, ok := ctx.Value(afterTxQueryKey{}).(func(string)); ok && err == nil {
+		f(query)
+	}
+	return rows, err
 }
 
 func (p *probePool) GetDBConn() (*sql.DB, error) { return p.inner, nil }
@@ -921,6 +987,10 @@ func (w *histWorld) checkConverged(res *historyResult) {
 	}
 }
 
+// minQuietSample is how many quiet re-reads the hit-rate requirement needs
+// to mean anything.
+const minQuietSample = 30
+
 // requireHistory asserts a run's result and logs its numbers.
 func requireHistory(t *testing.T, name string, res historyResult, minQuietHits float64) {
 	t.Helper()
@@ -940,26 +1010,30 @@ func requireHistory(t *testing.T, name string, res historyResult, minQuietHits f
 	}
 	require.Positive(t, res.reads, "no reads were checked")
 	require.Positive(t, res.committedWrites, "no writes committed")
-	if minQuietHits > 0 {
-		require.Positive(t, res.quietReads, "no read was quiet: the workload never lets the cache settle")
+	require.Positive(t, res.hits, "no read was a cache hit: a checker over a cache that never hits proves nothing")
+	switch {
+	case minQuietHits <= 0:
+	case res.quietReads < minQuietSample:
+		t.Logf("%s: only %d quiet re-reads (machine too slow?): the hit-rate requirement needs %d", name, res.quietReads, minQuietSample)
+	default:
 		require.GreaterOrEqual(t, pct(res.quietHits, res.quietReads), 100*minQuietHits,
-			"too few quiet reads were cache hits: a checker over a cache that never hits proves nothing")
+			"too few quiet re-reads were cache hits: a checker over a cache that never hits proves nothing")
 	}
 }
 
-// historyDuration is a backend's run length: the in-process Redis gets a
-// shorter run when real servers are switched on.
-func historyDuration(t testing.TB, b backend) time.Duration {
-	d := historySeconds(t)
+// skipMiniredisWithServers skips the in-process Redis when a real one is
+// configured: the real servers are what the history is checked against,
+// and the time budget goes to them.
+func skipMiniredisWithServers(t *testing.T, b backend) {
 	if strings.HasSuffix(b.name, "miniredis") && os.Getenv("WT_REDIS_ADDR") != "" {
-		d = max(d/4, time.Second)
+		t.Skip("checked against real Redis, which is configured")
 	}
-	return d
 }
 
 func TestHistory(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		opts := defaultHistoryOpts(historyRedis(t, b), historyDuration(t, b))
+		skipMiniredisWithServers(t, b)
+		opts := defaultHistoryOpts(historyRedis(t, b), historySeconds(t))
 		res := runHistory(t, b, opts)
 		requireHistory(t, b.name, res, opts.quietHits)
 	})
