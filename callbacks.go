@@ -187,15 +187,40 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		if len(refs) == 0 {
 			return
 		}
-		writes, err := p.readBack(db, mi, refs)
-		if err != nil {
-			// The row could not be read back: publish nothing, only fences
-			// that make the next read go to the database.
-			p.cfg.Logger.WarnContext(ctx, "writethrough: reading back written rows failed; invalidating them", "table", mi.schema.Table, "error", err)
-			for i := range writes {
-				writes[i].kind = kindDrop
+		readBack := func() []rowWrite {
+			writes, err := p.readBack(db, mi, refs)
+			if err != nil {
+				// The row could not be read back: publish nothing, only
+				// fences that make the next read go to the database.
+				p.cfg.Logger.WarnContext(ctx, "writethrough: reading back written rows failed; invalidating them", "table", mi.schema.Table, "error", err)
+				for i := range writes {
+					writes[i].kind = kindDrop
+				}
 			}
+			return writes
 		}
+		if auto == nil {
+			// Inside a transaction: fence, then read back. A row the
+			// statement names but did not change (its WHERE matched
+			// nothing) is not locked by this transaction, so another
+			// writer may commit and finish it at any time. Read after our
+			// fence, it is that writer's state if its finish came first;
+			// a finish after our fence finds it and marks the key
+			// contended, and so does ours.
+			fenced := make([]rowWrite, len(refs))
+			for i, r := range refs {
+				fenced[i] = rowWrite{key: r.key, kind: kindDrop}
+			}
+			p.fenceInTx(db, fenced, nil, func() []rowWrite {
+				writes := readBack()
+				for i := range writes {
+					writes[i].gen = fenced[i].gen
+				}
+				return writes
+			})
+			return
+		}
+		writes := readBack()
 
 		if auto != nil {
 			// Auto-commit: the SQL has committed. Fence what was not fenced
@@ -225,22 +250,21 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 				}
 			}
 			p.finishWrites(ctx, auto.token, writes, nil)
-			return
 		}
-
-		p.fenceInTx(db, writes, nil)
 	}
 }
 
 // fenceTableInTx fences every shard of the table for a write whose rows
 // cannot be named.
 func (p *Plugin) fenceTableInTx(db *gorm.DB, mi *modelInfo) {
-	p.fenceInTx(db, nil, mi.allShards(p))
+	p.fenceInTx(db, nil, mi.allShards(p), nil)
 }
 
 // fenceInTx fences rows or table shards from inside a transaction and
-// records them where the transaction's end will find them.
-func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable) {
+// records them where the transaction's end will find them. values, if set,
+// runs once the fences are in place and returns what the finish will
+// publish for the fenced rows, in their order.
+func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable, values func() []rowWrite) {
 	ctx := db.Statement.Context
 	tx := txOf(db.Statement.ConnPool)
 	token := ""
@@ -260,6 +284,9 @@ func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable
 		}
 		p.fenceFailed(db, tx, err, keys)
 		return
+	}
+	if values != nil {
+		writes = values()
 	}
 	switch {
 	case tx != nil:
