@@ -236,11 +236,23 @@ func (p *faultProxy) String() string {
 
 var redisPorts atomic.Int32
 
+// redisServer is a redis-server process of our own.
+type redisServer struct {
+	bin, addr, dir string
+	args           []string
+	cmd            *exec.Cmd
+	exited         chan struct{}
+}
+
 // startRedis starts redis-server on a free port in 7100-7199 with the given
 // extra arguments and stops it when the test ends. It skips the test when
 // redis-server is not installed and no Redis is configured either (CI has
 // both).
 func startRedis(t testing.TB, args ...string) string {
+	return newRedisServer(t, args...).addr
+}
+
+func newRedisServer(t testing.TB, args ...string) *redisServer {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -256,41 +268,62 @@ func startRedis(t testing.TB, args ...string) string {
 			continue // in use
 		}
 		ln.Close()
-		dir := t.TempDir()
-		full := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-			"--dir", dir, "--logfile", filepath.Join(dir, "redis.log")}, args...)
-		cmd := exec.Command(bin, full...)
-		require.NoError(t, cmd.Start())
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
-		up := false
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if c.Ping(context.Background()).Err() == nil {
-				up = true
-				break
-			}
-			if cmd.ProcessState != nil {
-				break
-			}
+		s := &redisServer{bin: bin, addr: "127.0.0.1:" + strconv.Itoa(port), dir: t.TempDir(), args: args}
+		err = s.start()
+		if err == nil {
+			t.Cleanup(s.stop)
+			return s
 		}
-		c.Close()
-		if !up {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			if strings.Contains(string(log), "Address already in use") {
-				continue
-			}
-			t.Fatalf("redis-server on port %d did not start: %s", port, log)
+		if strings.Contains(err.Error(), "Address already in use") {
+			continue // taken meanwhile, or its cluster bus port is
 		}
-		t.Cleanup(func() {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		})
-		return addr
+		t.Fatal(err)
 	}
 	t.Fatal("no free port in 7100-7199 for redis-server")
-	return ""
+	return nil
+}
+
+// start runs the server and waits until it answers.
+func (s *redisServer) start() error {
+	_, port, _ := net.SplitHostPort(s.addr)
+	logFile := filepath.Join(s.dir, "redis.log")
+	full := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", s.dir, "--logfile", logFile}, s.args...)
+	s.cmd = exec.Command(s.bin, full...)
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	s.exited = make(chan struct{})
+	go func(cmd *exec.Cmd, exited chan struct{}) {
+		_ = cmd.Wait()
+		close(exited)
+	}(s.cmd, s.exited)
+	c := redis.NewClient(&redis.Options{Addr: s.addr, MaxRetries: -1})
+	defer c.Close()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if c.Ping(context.Background()).Err() == nil {
+			return nil
+		}
+		select {
+		case <-s.exited:
+			log, _ := os.ReadFile(logFile)
+			return fmt.Errorf("redis-server on %s exited: %s", s.addr, log)
+		default:
+		}
+	}
+	s.stop()
+	log, _ := os.ReadFile(logFile)
+	return fmt.Errorf("redis-server on %s did not answer: %s", s.addr, log)
+}
+
+// stop kills the server (no shutdown: its data is gone, as in a crash).
+func (s *redisServer) stop() {
+	if s.cmd == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	<-s.exited
+	s.cmd = nil
 }
 
 // Fault scenarios.
@@ -429,6 +462,29 @@ var historyFaults = []historyFault{
 				deleteRandomKeys(ctx, c, w.prefix, 2*time.Millisecond, &deleted)
 			}, func() {})
 			t.Logf("keys deleted: %d", deleted.Load())
+		}
+	}},
+	{name: "restart", prepare: func(t *testing.T, b backend, opts *historyOpts) {
+		// A Redis of our own is killed (its data gone: fences, leases,
+		// generations, values) and started again after 300ms, twice.
+		srv := newRedisServer(t)
+		opts.redisAddr = srv.addr
+		total := opts.duration
+		opts.fault = func(ctx context.Context, w *histWorld) {
+			restarts := 0
+			faultWindow(ctx, total, func(ctx context.Context) {
+				for ctx.Err() == nil && restarts < 2 {
+					srv.stop()
+					time.Sleep(300 * time.Millisecond) // Redis stays down this long
+					if err := srv.start(); err != nil {
+						t.Errorf("restarting Redis: %v", err)
+						return
+					}
+					restarts++
+					sleepCtx(ctx, total/6)
+				}
+			}, func() {})
+			t.Logf("redis restarts: %d", restarts)
 		}
 	}},
 	{name: "maxmemory", prepare: func(t *testing.T, b backend, opts *historyOpts) {

@@ -66,6 +66,9 @@ type historyOpts struct {
 	duration  time.Duration
 	cfg       Config
 	redisAddr string // where the plugin instances connect (Redis or a proxy)
+	// newClient, when set, makes the instances' Redis clients instead
+	// (a cluster client, say); redisAddr is then unused.
+	newClient func() redis.UniversalClient
 	instances int
 	writers   int
 	readers   int
@@ -124,7 +127,7 @@ func historySeconds(t testing.TB) time.Duration {
 type histInstance struct {
 	db     *gorm.DB
 	plugin *Plugin
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 }
 
 // histWorld is the database table, a plugin-free view of it, and the
@@ -179,7 +182,12 @@ func newHistWorld(t testing.TB, b backend, opts historyOpts) *histWorld {
 	for i := 0; i < opts.instances; i++ {
 		db, err := gorm.Open(b.open(t, &probePool{inner: sqlDB}), &gorm.Config{NamingStrategy: naming, Logger: logger.Discard})
 		require.NoError(t, err)
-		rdb := redis.NewClient(&redis.Options{Addr: opts.redisAddr})
+		var rdb redis.UniversalClient
+		if opts.newClient != nil {
+			rdb = opts.newClient()
+		} else {
+			rdb = redis.NewClient(&redis.Options{Addr: opts.redisAddr})
+		}
 		t.Cleanup(func() { rdb.Close() })
 		cfg := opts.cfg
 		cfg.Prefix = w.prefix
