@@ -375,25 +375,39 @@ type historyFault struct {
 	prepare func(t *testing.T, b backend, opts *historyOpts)
 }
 
+// prepareCut puts a proxy in front of Redis that cuts every connection
+// every 100ms, and once refuses them (Redis down) for 600ms, longer than
+// the 300ms WriteTimeout: fences fail, and so (policy Strict) do writes.
+func prepareCut(t *testing.T, b backend, opts *historyOpts) {
+	px := newFaultProxy(t, opts.redisAddr)
+	opts.redisAddr = px.Addr()
+	opts.cfg.WriteTimeout = 300 * time.Millisecond
+	total := opts.duration
+	opts.fault = func(ctx context.Context, w *histWorld) {
+		faultWindow(ctx, total, func(ctx context.Context) {
+			go every(ctx, 100*time.Millisecond, px.cut)
+			if sleepCtx(ctx, total/8) {
+				px.setDown(true)
+				sleepCtx(ctx, 600*time.Millisecond)
+				px.setDown(false)
+			}
+			<-ctx.Done()
+		}, px.heal)
+		t.Logf("proxy: %v", px)
+	}
+}
+
 var historyFaults = []historyFault{
-	{name: "cut", prepare: func(t *testing.T, b backend, opts *historyOpts) {
-		// Every connection is cut every 100ms, and once Redis is down
-		// (connections refused) for 400ms.
-		px := newFaultProxy(t, opts.redisAddr)
-		opts.redisAddr = px.Addr()
-		total := opts.duration
-		opts.fault = func(ctx context.Context, w *histWorld) {
-			faultWindow(ctx, total, func(ctx context.Context) {
-				go every(ctx, 100*time.Millisecond, px.cut)
-				if sleepCtx(ctx, total/8) {
-					px.setDown(true)
-					sleepCtx(ctx, 400*time.Millisecond)
-					px.setDown(false)
-				}
-				<-ctx.Done()
-			}, px.heal)
-			t.Logf("proxy: %v", px)
-		}
+	{name: "cut", prepare: prepareCut},
+	{name: "cut-available", prepare: func(t *testing.T, b backend, opts *historyOpts) {
+		// The same cuts under policy Available: writes commit when their
+		// keys cannot be fenced, and the process reads those keys from the
+		// database until their invalidation lands. Other processes may
+		// serve the old value meanwhile (the documented window), so all
+		// readers and writers share one instance here.
+		prepareCut(t, b, opts)
+		opts.cfg.OnRedisError = Available
+		opts.instances = 1
 	}},
 	{name: "stall", prepare: func(t *testing.T, b backend, opts *historyOpts) {
 		// Replies are held for 600ms at a time, with 100ms gaps.
@@ -553,10 +567,10 @@ func fillRedis(ctx context.Context, c *redis.Client, prefix string) {
 	}
 }
 
-// faultDuration is one fault run's length: a third of WT_HISTORY_SECONDS,
-// at least 2s (the fault is on for the middle half).
+// faultDuration is one fault run's length: a quarter of
+// WT_HISTORY_SECONDS, at least 2s (the fault is on for the middle half).
 func faultDuration(t testing.TB) time.Duration {
-	return max(historySeconds(t)*3/10, 2*time.Second)
+	return max(historySeconds(t)/4, 2*time.Second)
 }
 
 func TestHistoryUnderFaults(t *testing.T) {
