@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,9 +82,12 @@ func TestRedisCluster(t *testing.T) {
 
 		// The rows' keys are spread over every master.
 		perNode := map[string]int{}
+		var mu sync.Mutex // ForEachMaster runs fn on every master at once
 		require.NoError(t, cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 			keys, err := c.Keys(ctx, e.prefix+":*:k:*").Result()
+			mu.Lock()
 			perNode[c.Options().Addr] = len(keys)
+			mu.Unlock()
 			return err
 		}))
 		require.Len(t, perNode, 3)
