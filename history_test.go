@@ -26,10 +26,12 @@ import (
 )
 
 // The history checker. Writers bump a per-row version under a row lock (in
-// transactions that commit, roll back, or roll back a savepoint, and in
-// auto-commit conditional updates) through several plugin instances that
-// share one Redis, as separate processes would; readers look rows up by
-// primary key through the same instances. Every operation is recorded with
+// transactions that commit, roll back, or roll back a savepoint; in
+// auto-commit conditional updates; now and then in a transaction that
+// updates a range of rows by a condition the plugin cannot pin to keys)
+// through several plugin instances that share one Redis, as separate
+// processes would; readers look rows up by primary key (First, and Find by
+// a list of ids) through the same instances. Every operation is recorded with
 // its start and end on one monotonic clock, and the checker then asserts,
 // for every read:
 //
@@ -77,7 +79,8 @@ type historyOpts struct {
 	// tableWrites adds transactions that update a range of rows with a
 	// condition the plugin cannot pin to keys (table-level fences).
 	tableWrites bool
-	// quietHits is the fraction of quiet reads that must be cache hits.
+	// quietHits is the fraction of quiet re-reads that must be cache hits
+	// (0: not required, as under faults that keep the cache cold).
 	quietHits float64
 	// fault, when set, runs alongside the workload; it must return when ctx
 	// ends and leave the fault switched off.
@@ -133,12 +136,10 @@ type histInstance struct {
 // histWorld is the database table, a plugin-free view of it, and the
 // instances that share it.
 type histWorld struct {
-	t         testing.TB
 	b         backend
 	opts      historyOpts
 	direct    *gorm.DB // no plugin: the database's truth
 	instances []*histInstance
-	table     string
 	prefix    string // Redis key prefix
 	base      time.Time
 }
@@ -177,7 +178,7 @@ func newHistWorld(t testing.TB, b backend, opts historyOpts) *histWorld {
 	}
 	require.NoError(t, direct.CreateInBatches(rows, 100).Error)
 
-	w := &histWorld{t: t, b: b, opts: opts, direct: direct, table: naming.TableName("HistRow"),
+	w := &histWorld{b: b, opts: opts, direct: direct,
 		prefix: fmt.Sprintf("wthist%d_%d", os.Getpid()%10000, n)}
 	for i := 0; i < opts.instances; i++ {
 		db, err := gorm.Open(b.open(t, &probePool{inner: sqlDB}), &gorm.Config{NamingStrategy: naming, Logger: logger.Discard})
@@ -393,9 +394,7 @@ func pct(a, b int) float64 {
 // final state. It returns what it measured; the caller asserts.
 func runHistory(t *testing.T, b backend, opts historyOpts) historyResult {
 	t.Helper()
-	w := newHistWorld(t, b, opts)
-	res := w.run()
-	return res
+	return newHistWorld(t, b, opts).run()
 }
 
 func (w *histWorld) run() historyResult {
