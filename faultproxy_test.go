@@ -473,7 +473,7 @@ var historyFaults = []historyFault{
 			defer c.Close()
 			var deleted atomic.Int64
 			faultWindow(ctx, total, func(ctx context.Context) {
-				deleteRandomKeys(ctx, c, w.prefix, 2*time.Millisecond, &deleted)
+				deleteRandomKeys(ctx, c, w.keys(t), 2*time.Millisecond, &deleted)
 			}, func() {})
 			t.Logf("keys deleted: %d", deleted.Load())
 		}
@@ -524,26 +524,10 @@ var historyFaults = []historyFault{
 	}},
 }
 
-// deleteRandomKeys deletes one random key under prefix every d.
-func deleteRandomKeys(ctx context.Context, c *redis.Client, prefix string, d time.Duration, deleted *atomic.Int64) {
+// deleteRandomKeys deletes one of keys, at random, every d.
+func deleteRandomKeys(ctx context.Context, c *redis.Client, keys []string, d time.Duration, deleted *atomic.Int64) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	var keys []string
-	refresh := func() {
-		keys = keys[:0]
-		iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
-		for iter.Next(ctx) {
-			keys = append(keys, iter.Val())
-		}
-	}
-	n := 0
 	every(ctx, d, func() {
-		if n%50 == 0 {
-			refresh()
-		}
-		n++
-		if len(keys) == 0 {
-			return
-		}
 		if c.Del(ctx, keys[rng.IntN(len(keys))]).Val() == 1 {
 			deleted.Add(1)
 		}

@@ -202,6 +202,15 @@ func newHistWorld(t testing.TB, b backend, opts historyOpts) *histWorld {
 		require.NoError(t, db.Use(p))
 		w.instances = append(w.instances, &histInstance{db: db, plugin: p, rdb: rdb})
 	}
+	// Leave nothing behind in a shared Redis (generation keys never expire).
+	keys := w.keys(t)
+	rdb := w.instances[0].rdb
+	t.Cleanup(func() {
+		ctx := context.Background()
+		for _, k := range keys {
+			rdb.Del(ctx, k) // one key per call: on Redis Cluster they live in different slots
+		}
+	})
 	return w
 }
 
@@ -240,6 +249,23 @@ func withJitter(h *testHooks) *testHooks {
 		}
 	}
 	return out
+}
+
+// keys lists every Redis key the run can touch: each row's key, and each
+// shard's generation and table-fence keys.
+func (w *histWorld) keys(t testing.TB) []string {
+	p := w.instances[0].plugin
+	mi, err := p.modelOf(&HistRow{})
+	require.NoError(t, err)
+	var keys []string
+	for id := 1; id <= w.opts.rows; id++ {
+		keys = append(keys, mi.key(p.cfg.Prefix, p.cfg.TableShards, []string{strconv.Itoa(id)}).row)
+	}
+	for shard := 0; shard < p.cfg.TableShards; shard++ {
+		gen, fence := mi.shardKeys(p.cfg.Prefix, shard)
+		keys = append(keys, gen, fence)
+	}
+	return keys
 }
 
 // probeKey carries a *atomic.Int64 in a context: probePool counts the
