@@ -218,7 +218,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		}
 		if !known {
 			if !st.auto {
-				p.fenceInTx(db, nil, mi.allShards(p))
+				p.fenceInTx(db, nil, mi.allShards(p), nil)
 				return
 			}
 			// Auto-commit, committed already: invalidate the table now (a
@@ -234,19 +234,44 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		if len(refs) == 0 {
 			return
 		}
-		writes, err := p.readBack(db, mi, refs)
-		if err != nil {
-			// The rows could not be read back: publish nothing, only fences
-			// that make the next read go to the database.
-			p.cfg.Logger.WarnContext(ctx, "writethrough: reading back written rows failed; invalidating them", "table", mi.schema.Table, "error", err)
-			for i := range writes {
-				writes[i].kind = kindDrop
+		readBack := func() []rowWrite {
+			writes, err := p.readBack(db, mi, refs)
+			if err != nil {
+				// The rows could not be read back: publish nothing, only
+				// fences that make the next read go to the database.
+				p.cfg.Logger.WarnContext(ctx, "writethrough: reading back written rows failed; invalidating them", "table", mi.schema.Table, "error", err)
+				for i := range writes {
+					writes[i].kind = kindDrop
+				}
 			}
+			return writes
 		}
 		if !st.auto {
-			p.fenceInTx(db, writes, nil)
+			// Inside a transaction: fence, then read back. A row the
+			// statement names but did not change (its WHERE matched
+			// nothing) is not locked by this transaction, so another
+			// writer may commit and finish it at any time. Read after our
+			// fence, it is that writer's state if its finish came first;
+			// a finish after our fence finds it and marks the key
+			// contended, and so does ours.
+			fenced := make([]rowWrite, len(refs))
+			for i, r := range refs {
+				fenced[i] = rowWrite{key: r.key, kind: kindDrop}
+			}
+			p.fenceInTx(db, fenced, nil, func() []rowWrite {
+				writes := readBack()
+				gens := make(map[string]string, len(fenced))
+				for _, f := range fenced {
+					gens[f.key.row] = f.gen
+				}
+				for i := range writes {
+					writes[i].gen = gens[writes[i].key.row] // extras get theirs in fenceInTx
+				}
+				return writes
+			})
 			return
 		}
+		writes := readBack()
 
 		// Auto-commit: the SQL has committed. Fence what was not fenced
 		// before it (keys the database assigned, other spellings), then
@@ -279,8 +304,10 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 }
 
 // fenceInTx fences rows or table shards from inside a transaction and
-// records them where the transaction's end will find them.
-func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable) {
+// records them where the transaction's end will find them. values, if set,
+// runs once the fences are in place and returns what the finish will
+// publish for the fenced rows, in their order.
+func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable, values func() []rowWrite) {
 	ctx := db.Statement.Context
 	tx := txOf(db.Statement.ConnPool)
 	token := ""
@@ -300,6 +327,34 @@ func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable
 		}
 		p.fenceFailed(db, tx, err, keys)
 		return
+	}
+	if values != nil {
+		fenced := make(map[string]bool, len(writes))
+		for _, w := range writes {
+			fenced[w.key.row] = true
+		}
+		writes = values()
+		// The read-back may find rows under another spelling of their key
+		// (a case-insensitive collation): fence those too.
+		var extra []int
+		for i, w := range writes {
+			if !fenced[w.key.row] {
+				extra = append(extra, i)
+			}
+		}
+		if len(extra) > 0 {
+			ew := make([]rowWrite, len(extra))
+			for j, i := range extra {
+				ew[j] = writes[i]
+			}
+			if err := p.fence(ctx, token, ew); err != nil {
+				p.fenceFailed(db, tx, err, keysOf(ew))
+				return
+			}
+			for j, i := range extra {
+				writes[i].gen = ew[j].gen
+			}
+		}
 	}
 	switch {
 	case tx != nil:

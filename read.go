@@ -83,6 +83,12 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 	// Rows another statement of this process is filling: wait for its fill.
 	for i, s := range states {
 		if s == stateBypass && strings.HasPrefix(replies[i], "L"+p.token) {
+			if leaseIDOf(replies[i]) == leaseID {
+				// Our own lease: the client retried the script after its
+				// first reply was lost, and the first run took the lease.
+				states[i] = stateLeased
+				continue
+			}
 			if e, absent, ok := p.flights.wait(ctx, lk.refs[i].key.row, leaseIDOf(replies[i]), p.cfg.LeaseTTL); ok {
 				states[i], entries[i] = stateHit, e
 				if absent {
@@ -411,8 +417,14 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		p.hooks.beforeFill(fills[0].key.row)
 	}
 
+	// The fill is part of the read: bounded by ReadTimeout like the rest of
+	// it (a fill that times out leaves the lease to expire, which is safe).
+	fillTimeout := p.cfg.WriteTimeout
+	if p.cfg.ReadTimeout > 0 {
+		fillTimeout = p.cfg.ReadTimeout
+	}
 	var cmds []redis.Cmder
-	err := p.withTimeout(context.WithoutCancel(ctx), p.cfg.WriteTimeout, func(wctx context.Context) error {
+	err := p.withTimeout(context.WithoutCancel(ctx), fillTimeout, func(wctx context.Context) error {
 		var err error
 		cmds, err = p.pipelined(wctx, func(pipe redis.Pipeliner) error {
 			for _, f := range fills {
