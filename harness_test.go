@@ -168,6 +168,15 @@ func newEnvWith(t testing.TB, b backend, cfg Config, gcfg *gorm.Config, models .
 // queries returns how many database round trips ran since the last call.
 func (e *env) queries() int64 { return e.counter.reset() }
 
+// plainDB opens the test's database again without the plugin (same tables,
+// not counted), to read what the database really holds.
+func (e *env) plainDB() *gorm.DB {
+	e.t.Helper()
+	db, err := gorm.Open(e.b.open(e.t, e.counter.inner), &gorm.Config{NamingStrategy: e.db.NamingStrategy, Logger: logger.Discard})
+	require.NoError(e.t, err)
+	return db
+}
+
 // countingPool wraps *sql.DB and counts every statement sent to the
 // database, so tests assert "served from the cache" instead of assuming it.
 type countingPool struct {
