@@ -183,6 +183,9 @@ func (pp *pkPins) addAll(p *Plugin, mi *modelInfo, stmt *gorm.Statement, exprs [
 	if pp.vals == nil {
 		pp.vals = make([][]any, len(mi.pks))
 	}
+	if joinsWithOr(exprs) {
+		return false // a disjunction pins nothing
+	}
 	for _, e := range exprs {
 		if !pp.addExpr(mi, stmt, e) {
 			if pure {
@@ -222,6 +225,9 @@ func (pp *pkPins) addExpr(mi *modelInfo, stmt *gorm.Statement, e clause.Expressi
 		}
 		return pp.add(i, vals)
 	case clause.AndConditions:
+		if joinsWithOr(x.Exprs) {
+			return false
+		}
 		for _, sub := range x.Exprs {
 			if !pp.addExpr(mi, stmt, sub) {
 				return false
@@ -230,6 +236,22 @@ func (pp *pkPins) addExpr(mi *modelInfo, stmt *gorm.Statement, e clause.Expressi
 		return true
 	case clause.Expr:
 		return pp.addSQL(mi, stmt, x)
+	}
+	return false
+}
+
+// joinsWithOr reports whether GORM joins some of exprs with OR: a
+// single-expression OrConditions after another expression (Where(a).Or(b))
+// is written as "a OR b", which widens the condition instead of narrowing
+// it, so no pin taken from a can bound the rows it matches.
+func joinsWithOr(exprs []clause.Expression) bool {
+	if len(exprs) < 2 {
+		return false
+	}
+	for _, e := range exprs {
+		if or, ok := e.(clause.OrConditions); ok && len(or.Exprs) == 1 {
+			return true
+		}
 	}
 	return false
 }

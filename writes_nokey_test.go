@@ -28,6 +28,13 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 			{"Where(...).Updates(struct)", func(db *gorm.DB) error {
 				return db.Model(&wItem{}).Where("price < ?", 300).Updates(wItem{Note: "cheap"}).Error
 			}},
+			{"Where(id).Or(...)", func(db *gorm.DB) error {
+				return db.Model(&wItem{}).Where("id = ?", u(0)).Or("stock >= ?", 7).Update("note", "or").Error
+			}},
+			{"Where(group with id OR ...)", func(db *gorm.DB) error {
+				return db.Model(&wItem{}).Where(db.Session(&gorm.Session{NewDB: true}).Where("id = ?", u(0)).Or("stock >= ?", 6)).
+					Update("note", "group-or").Error
+			}},
 			{"Where(clause.Or(id, ...))", func(db *gorm.DB) error {
 				return db.Model(&wItem{}).Where(clause.Or(clause.Eq{Column: "id", Value: u(1)}, clause.Gt{Column: "stock", Value: 6})).
 					Update("note", "clause-or").Error
