@@ -108,9 +108,9 @@ func (p *Plugin) writeModel(db *gorm.DB) *modelInfo {
 	if !mi.cached {
 		return nil
 	}
-	if stmt.Table != stmt.Schema.Table {
+	if !ownTable(stmt) {
 		// Table("archive_2024"): rows of another table, which reads never
-		// cache either.
+		// cache either (see otherTables).
 		return nil
 	}
 	return mi
@@ -125,17 +125,27 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 			return
 		}
 		mi := p.writeModel(db)
+		var other []pendingTable
 		if mi == nil {
-			return
+			if other = p.otherTables(db); other == nil {
+				return
+			}
 		}
 		ctx := db.Statement.Context
 		st := &stmtState{token: p.newToken(), fenced: map[string]rowWrite{}}
 		db.InstanceSet(instanceState, st)
-		refs, known := p.affectedKeys(db, mi, op)
+		var refs []keyRef
+		known := false
+		if mi != nil {
+			refs, known = p.affectedKeys(db, mi, op)
+		}
 		if !known {
-			st.tables = mi.allShards(p)
+			st.tables = other
+			if mi != nil {
+				st.tables = mi.allShards(p)
+			}
 			if err := p.fenceTables(ctx, st.token, st.tables); err != nil {
-				p.fenceFailed(db, nil, err, mi.allShardRows(p))
+				p.fenceFailed(db, nil, err, p.shardRowsOf(st.tables))
 			}
 			return
 		}
@@ -159,8 +169,11 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		mi := p.writeModel(db)
+		var other []pendingTable
 		if mi == nil {
-			return
+			if other = p.otherTables(db); other == nil {
+				return
+			}
 		}
 		ctx := db.Statement.Context
 		st, _ := db.InstanceGet(instanceState)
@@ -173,6 +186,10 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		}
 		if auto != nil && auto.tables != nil {
 			p.finishWrites(ctx, auto.token, nil, auto.tables)
+			return
+		}
+		if other != nil { // in a transaction
+			p.fenceInTx(db, nil, other)
 			return
 		}
 
@@ -624,12 +641,8 @@ func (mi *modelInfo) allShards(p *Plugin) []pendingTable {
 	return out
 }
 
-// allShardRows names the generation keys of every shard; the invalidation
+// shardRowsOf names the generation keys of table shards; the invalidation
 // queue bumps them when a table-level fence could not be taken.
-func (mi *modelInfo) allShardRows(p *Plugin) []string {
-	return p.shardRowsOf(mi.allShards(p))
-}
-
 func (p *Plugin) shardRowsOf(tables []pendingTable) []string {
 	out := make([]string, len(tables))
 	for i, t := range tables {

@@ -17,6 +17,7 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 	forEachWriteMode(t, []any{&wItem{}}, func(t *testing.T, w *writeEnv) {
 		ids := seedItems(t, w, 8)
 		u := func(i int) uint { return ids[i].(uint) }
+		table := w.db.NamingStrategy.TableName("wItem")
 
 		steps := []struct {
 			name string
@@ -48,6 +49,15 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 			{"AllowGlobalUpdate", func(db *gorm.DB) error {
 				return db.Session(&gorm.Session{AllowGlobalUpdate: true}).Model(&wItem{}).Update("flag", true).Error
 			}},
+			{"Table(name) without a model", func(db *gorm.DB) error {
+				return db.Table(table).Where("id = ?", u(4)).Updates(map[string]any{"name": "table-only"}).Error
+			}},
+			{"Table(name) by condition without a model", func(db *gorm.DB) error {
+				return db.Table(table).Where("stock > ?", 0).UpdateColumn("stock", gorm.Expr("stock + 1")).Error
+			}},
+			{"Table(name) Create without a model", func(db *gorm.DB) error {
+				return db.Table(table).Create(map[string]any{"id": u(7) + 1001, "name": "made-by-map", "stock": 1}).Error
+			}},
 			{"soft Where(...).Delete", func(db *gorm.DB) error {
 				return db.Where("stock < ?", 3).Delete(&wItem{}).Error
 			}},
@@ -71,6 +81,7 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 		for _, id := range ids {
 			all = append(all, id.(uint)+1000) // where moved keys land
 		}
+		all = append(all, ids[7].(uint)+1001)
 		for _, s := range steps {
 			warm[wItem](t, w, all...)
 			w.write(t, s.f)
