@@ -65,6 +65,7 @@ type keyRef struct {
 const (
 	settingInternal = "writethrough:internal" // a query the plugin itself runs
 	instanceState   = "writethrough:state"    // per-statement write state
+	instanceUnnamed = "writethrough:unnamed"  // the statement's rows cannot be named
 )
 
 // stmtState carries a statement's fences from its before- to its
@@ -118,13 +119,21 @@ func (p *Plugin) writeModel(db *gorm.DB) *modelInfo {
 
 // beforeWrite fences, in auto-commit mode, the keys a statement will change,
 // before the change becomes visible. Inside a transaction nothing is visible
-// before COMMIT, so the fence waits for the after-callback.
+// before COMMIT, so the fence waits for the after-callback. In both modes it
+// notes, before GORM changes the model, whether the statement's rows can be
+// named from it at all (see unnamed).
 func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
-		if db.Error != nil || inTransaction(db.Statement.ConnPool) {
+		if db.Error != nil {
 			return
 		}
 		mi := p.writeModel(db)
+		if mi != nil && op == opUpdate && p.movesKey(db.Statement, mi) {
+			db.InstanceSet(instanceUnnamed, true)
+		}
+		if inTransaction(db.Statement.ConnPool) {
+			return
+		}
 		var other []pendingTable
 		if mi == nil {
 			if other = p.otherTables(db); other == nil {
@@ -340,6 +349,9 @@ func (p *Plugin) fenceFailed(db *gorm.DB, tx *txConn, err error, keys []string) 
 // be named (the caller then works on the whole table).
 func (p *Plugin) affectedKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef, bool) {
 	stmt := db.Statement
+	if unnamed, _ := db.InstanceGet(instanceUnnamed); unnamed == true {
+		return nil, false
+	}
 	if op == opCreate {
 		if _, upsert := stmt.Clauses["ON CONFLICT"]; upsert && !supportsReturning(db) {
 			// Without RETURNING an upsert that hit a conflict on another
@@ -370,6 +382,76 @@ func (p *Plugin) affectedKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef,
 	}
 	refs, ok := pins.refs(p, mi)
 	return refs, ok
+}
+
+// movesKey reports whether an update may set a primary-key column to
+// something other than the model's own key (Update("id", 5), Updates of a
+// map or of another struct with a key). The row then leaves its key for
+// another, and GORM copies the new value into the model, so neither key can
+// be named from the statement afterwards; the write works on the table.
+func (p *Plugin) movesKey(stmt *gorm.Statement, mi *modelInfo) bool {
+	ctx := stmt.Context
+	assigned := map[int]any{} // primary field index -> value assigned
+	if c, ok := stmt.Clauses["SET"]; ok {
+		set, ok := c.Expression.(clause.Set)
+		if !ok {
+			return true
+		}
+		for _, a := range set {
+			if i := pkIndex(mi, stmt, a.Column.Name); i >= 0 {
+				assigned[i] = a.Value
+			}
+		}
+	}
+	dest := stmt.Dest
+	if m, ok := dest.(*map[string]any); ok && m != nil {
+		dest = *m
+	}
+	if m, ok := dest.(map[string]any); ok {
+		for k, v := range m {
+			if i := pkIndex(mi, stmt, k); i >= 0 {
+				assigned[i] = v
+			}
+		}
+	} else if dv := reflect.Indirect(reflect.ValueOf(dest)); dv.Kind() == reflect.Struct && (dest != stmt.Model || !dv.CanAddr()) {
+		// A struct other than the model: GORM assigns its non-zero key.
+		ds := &gorm.Statement{DB: stmt.DB}
+		if dv.Type() != mi.schema.ModelType {
+			if ds.Parse(dest) != nil {
+				return true
+			}
+		} else {
+			ds.Schema = mi.schema
+		}
+		for i, f := range mi.pks {
+			if df := ds.Schema.LookUpField(f.DBName); df != nil {
+				if v, zero := df.ValueOf(ctx, dv); !zero {
+					assigned[i] = v
+				}
+			}
+		}
+	}
+	if len(assigned) == 0 {
+		return false
+	}
+	// Assigning the model's own key (Model(&t).Updates(T{ID: t.ID, ...}))
+	// moves nothing.
+	mv := reflect.Indirect(reflect.ValueOf(stmt.Model))
+	if mv.Kind() != reflect.Struct || mv.Type() != mi.schema.ModelType {
+		return true
+	}
+	for i, v := range assigned {
+		own, zero := mi.pks[i].ValueOf(ctx, mv)
+		if zero {
+			return true
+		}
+		a, ok := keyPart(mi.pks[i], v)
+		b, ok2 := keyPart(mi.pks[i], own)
+		if !ok || !ok2 || a != b {
+			return true
+		}
+	}
+	return false
 }
 
 // modelKeys returns the keys of the rows in rv (a struct or a slice of them)

@@ -73,6 +73,18 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 			{"Unscoped Delete(&T{}, ids)", func(db *gorm.DB) error {
 				return db.Unscoped().Delete(&wItem{}, []uint{u(5), u(6)}).Error
 			}},
+			{"primary key changed by Update", func(db *gorm.DB) error {
+				return db.Model(&wItem{ID: u(4)}).Update("id", u(4)+1000).Error
+			}},
+			{"primary key changed by Updates(map)", func(db *gorm.DB) error {
+				return db.Model(&wItem{ID: u(7)}).Updates(map[string]any{"ID": u(7) + 1000, "name": "moved"}).Error
+			}},
+			{"primary key changed by Updates(struct)", func(db *gorm.DB) error {
+				return db.Model(&wItem{}).Where("id = ?", u(7)+1000).Updates(wItem{ID: u(7), Name: "back"}).Error
+			}},
+			{"own primary key in Updates(struct)", func(db *gorm.DB) error {
+				return db.Model(&wItem{ID: u(7)}).Updates(wItem{ID: u(7), Name: "same key"}).Error
+			}},
 			{"AllowGlobalUpdate soft Delete", func(db *gorm.DB) error {
 				return db.Session(&gorm.Session{AllowGlobalUpdate: true}).Delete(&wItem{}).Error
 			}},

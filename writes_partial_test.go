@@ -74,6 +74,9 @@ func TestWritePartialUpdates(t *testing.T) {
 			{"Updates with gorm.Expr in a map", func(db *gorm.DB) error {
 				return db.Model(&wItem{ID: id}).Updates(map[string]any{"price": gorm.Expr("price * ?", 2), "note": "doubled"}).Error
 			}},
+			{"Updates(struct) carrying the model's own key", func(db *gorm.DB) error {
+				return db.Model(&wItem{ID: id}).Updates(wItem{ID: id, Name: "same-key"}).Error
+			}},
 			{"Where by key and Update", func(db *gorm.DB) error {
 				return db.Model(&wItem{}).Where("id = ?", id).Update("name", "by-where").Error
 			}},
