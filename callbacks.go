@@ -222,6 +222,13 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 				writes[i].kind = kindDrop
 			}
 		}
+		if auto == nil && !wroteAll(db, op, refs) {
+			// In a transaction, only rows the statement itself changed are
+			// locked by it until COMMIT; see wroteAll.
+			for i := range writes {
+				writes[i].kind = kindDrop
+			}
+		}
 
 		if auto != nil {
 			// Auto-commit: the SQL has committed. Fence what was not fenced
@@ -256,6 +263,38 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 
 		p.fenceInTx(db, writes, nil)
 	}
+}
+
+// wroteAll reports whether a statement inside a transaction changed every
+// row of refs itself. Only then are the values it read back safe to
+// publish: it holds those rows' locks until COMMIT, so no other writer can
+// commit a newer state first. A row it named but left alone (its condition
+// excluded it, ON CONFLICT DO NOTHING found it) was read back from the
+// transaction's snapshot, which under REPEATABLE READ may predate a state
+// another writer has committed and cached since, and even under READ
+// COMMITTED such a writer may commit between the read-back and the fence.
+// Those keys are fenced and dropped, never written. (Auto-commit statements
+// fence before the SQL and read back after COMMIT, so this does not apply.)
+func wroteAll(db *gorm.DB, op writeOp, refs []keyRef) bool {
+	if op == opCreate {
+		c, upsert := db.Statement.Clauses["ON CONFLICT"]
+		if !upsert {
+			return true // every row was inserted by this statement
+		}
+		oc, ok := c.Expression.(clause.OnConflict)
+		// DO UPDATE without a WHERE inserts or updates (and locks) every row.
+		return ok && !oc.DoNothing && len(oc.Where.Exprs) == 0 && (oc.UpdateAll || len(oc.DoUpdates) > 0)
+	}
+	n := 0
+	for _, r := range refs {
+		if r.vals != nil {
+			n++
+		}
+	}
+	// Each named key matches at most one row, so as many affected rows as
+	// keys means every one was changed. (MySQL counts changed rows, not
+	// matched ones: a row updated to the values it had is dropped too.)
+	return db.RowsAffected >= int64(n)
 }
 
 // fenceTableInTx fences every shard of the table for a write whose rows
