@@ -561,38 +561,57 @@ func mergeFenced(refs []keyRef, fenced map[string]rowWrite) []keyRef {
 	return refs
 }
 
+// readBackChunk bounds the keys one read-back query names.
+const readBackChunk = 1000
+
 // readBack reads the written rows as the database now has them, through the
 // statement's own connection (so inside its transaction), and returns one
 // write per key: the row's entry, or its absence.
 func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite, error) {
 	ctx := db.Statement.Context
 	writes := make([]rowWrite, len(refs))
-	var exprs []clause.Expression
+	var keys []any // one value per key, or one []any per composite key
 	for i, r := range refs {
 		writes[i] = rowWrite{key: r.key, kind: kindAbsent, fp: mi.fp}
 		if r.vals == nil {
 			writes[i].kind = kindDrop // fenced by an earlier step, values unknown
 			continue
 		}
-		eqs := make([]clause.Expression, len(mi.pks))
-		for j, f := range mi.pks {
-			eqs[j] = clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName}, Value: r.vals[j]}
+		if len(mi.pks) == 1 {
+			keys = append(keys, r.vals[0])
+		} else {
+			keys = append(keys, r.vals)
 		}
-		exprs = append(exprs, clause.And(eqs...))
 	}
-	if len(exprs) == 0 {
+	if len(keys) == 0 {
 		return writes, nil
 	}
-	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
-	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: ctx}).Set(settingInternal, true)
-	if err := q.Model(rows.Interface()).Where(clause.Or(exprs...)).Find(rows.Interface()).Error; err != nil {
-		return writes, err
+	// The keys go in one IN list per readBackChunk of them: an OR of one
+	// condition per key hits SQLite's expression depth limit (1000) on big
+	// batches, and every database bounds the parameters of one statement.
+	var column any
+	if len(mi.pks) == 1 {
+		column = clause.Column{Table: clause.CurrentTable, Name: mi.pks[0].DBName}
+	} else {
+		cols := make([]clause.Column, len(mi.pks))
+		for j, f := range mi.pks {
+			cols[j] = clause.Column{Table: clause.CurrentTable, Name: f.DBName}
+		}
+		column = cols
 	}
-	found := make(map[string]reflect.Value, rows.Elem().Len())
-	for i := 0; i < rows.Elem().Len(); i++ {
-		row := rows.Elem().Index(i)
-		if k, ok := mi.keyOf(ctx, p, row); ok {
-			found[k.row] = row
+	found := make(map[string]reflect.Value, len(keys))
+	for start := 0; start < len(keys); start += readBackChunk {
+		chunk := keys[start:min(start+readBackChunk, len(keys))]
+		rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
+		q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: ctx}).Set(settingInternal, true)
+		if err := q.Model(rows.Interface()).Where(clause.IN{Column: column, Values: chunk}).Find(rows.Interface()).Error; err != nil {
+			return writes, err
+		}
+		for i := 0; i < rows.Elem().Len(); i++ {
+			row := rows.Elem().Index(i)
+			if k, ok := mi.keyOf(ctx, p, row); ok {
+				found[k.row] = row
+			}
 		}
 	}
 	ttl := p.ttl(mi.ttl)
