@@ -128,7 +128,7 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 			return
 		}
 		mi := p.writeModel(db)
-		if mi != nil && op == opUpdate && p.movesKey(db.Statement, mi) {
+		if mi != nil && (op == opUpdate && p.movesKey(db.Statement, mi) || op == opCreate && !p.keysReported(db, mi)) {
 			db.InstanceSet(instanceUnnamed, true)
 		}
 		if inTransaction(db.Statement.ConnPool) {
@@ -491,6 +491,47 @@ func (p *Plugin) movesKey(stmt *gorm.Statement, mi *modelInfo) bool {
 		}
 	}
 	return false
+}
+
+// keysReported reports, before a create runs, whether GORM will tell the
+// key of every row it inserts. It does not for maps (a generated key lands
+// in the map under a name of GORM's choosing, if at all), nor when some
+// rows get their key from the database and GORM must guess which key is
+// whose: without RETURNING it numbers them on from LAST_INSERT_ID, which a
+// caller-chosen key above the counter breaks, and under ON CONFLICT DO
+// NOTHING it skips every struct that has a defaulted field set and hands
+// its returned key to the next one. Such a create fences the table.
+func (p *Plugin) keysReported(db *gorm.DB, mi *modelInfo) bool {
+	stmt := db.Statement
+	rv := reflect.Indirect(stmt.ReflectValue)
+	switch rv.Kind() {
+	case reflect.Struct:
+		return true
+	case reflect.Slice, reflect.Array:
+	default:
+		return false
+	}
+	assigned, chosen := 0, 0
+	for i := 0; i < rv.Len(); i++ {
+		row := reflect.Indirect(rv.Index(i))
+		if row.Kind() != reflect.Struct {
+			return false
+		}
+		if _, ok := mi.keyOf(stmt.Context, p, row); ok {
+			chosen++
+		} else {
+			assigned++
+		}
+	}
+	if assigned == 0 {
+		return true
+	}
+	if c, ok := stmt.Clauses["ON CONFLICT"]; ok {
+		if oc, _ := c.Expression.(clause.OnConflict); oc.DoNothing {
+			return false
+		}
+	}
+	return chosen == 0 || supportsReturning(db)
 }
 
 // modelKeys returns the keys of the rows in rv (a struct or a slice of them)
