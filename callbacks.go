@@ -83,6 +83,12 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	return errors.Join(
 		cb.Query().Replace("gorm:query", p.query),
 		cb.Raw().After("gorm:raw").Register("writethrough:raw", p.afterRaw),
+		// Raw writes (raw.go): db.Exec, and db.Raw read through Find or Rows.
+		cb.Raw().Before("gorm:raw").Register("writethrough:before_raw_write", p.beforeRaw(chainRaw)),
+		cb.Raw().After("gorm:raw").Register("writethrough:after_raw_write", p.afterRawWrite),
+		cb.Query().Before("gorm:query").Register("writethrough:before_raw_query", p.beforeRaw(chainQuery)),
+		cb.Query().After("gorm:query").Register("writethrough:after_raw_query", p.afterRawWrite),
+		cb.Row().Before("gorm:row").Register("writethrough:before_raw_row", p.beforeRaw(chainRow)),
 
 		cb.Create().Before("gorm:create").Register("writethrough:before_create", p.beforeWrite(opCreate)),
 		cb.Create().After("gorm:after_create").Before("gorm:commit_or_rollback_transaction").Register("writethrough:after_create", p.afterWrite(opCreate)),
