@@ -41,8 +41,7 @@ type pkPins struct {
 // statement must go to the database.
 func (p *Plugin) planLookup(db *gorm.DB) *lookup {
 	stmt := db.Statement
-	if stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct ||
-		stmt.TableExpr != nil || stmt.Table != stmt.Schema.Table ||
+	if stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct || !ownTable(stmt) ||
 		len(stmt.Selects) > 0 || len(stmt.Omits) > 0 || len(stmt.Joins) > 0 ||
 		inTransaction(stmt.ConnPool) {
 		return nil
