@@ -219,6 +219,9 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		if len(refs) == 0 {
 			return
 		}
+		if auto != nil && !p.fenceLate(ctx, auto, refs) {
+			return
+		}
 		writes, err := p.readBack(db, mi, refs)
 		if err != nil {
 			// The row could not be read back: publish nothing, only fences
@@ -237,31 +240,10 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		}
 
 		if auto != nil {
-			// Auto-commit: the SQL has committed. Fence what was not fenced
-			// before it (keys the database assigned), then finish.
-			var late []rowWrite
+			// Auto-commit: every key is fenced (before the SQL, or by
+			// fenceLate before the read-back); finish them.
 			for i, w := range writes {
-				if f, ok := auto.fenced[w.key.row]; ok {
-					writes[i].gen = f.gen
-				} else {
-					late = append(late, w)
-				}
-			}
-			if len(late) > 0 {
-				if err := p.fence(ctx, auto.token, late); err != nil {
-					// Committed already: nothing to fail. Invalidate later.
-					p.queueInvalidation(keysOf(late), err)
-					return
-				}
-				lateGen := map[string]string{}
-				for _, w := range late {
-					lateGen[w.key.row] = w.gen
-				}
-				for i, w := range writes {
-					if g, ok := lateGen[w.key.row]; ok {
-						writes[i].gen = g
-					}
-				}
+				writes[i].gen = auto.fenced[w.key.row].gen
 			}
 			p.finishWrites(ctx, auto.token, writes, nil)
 			return
@@ -269,6 +251,36 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 
 		p.fenceInTx(db, writes, nil)
 	}
+}
+
+// fenceLate fences, after an auto-commit statement ran, the keys of refs
+// that could not be fenced before it (the database assigned them, or an
+// upsert found another row), and records them with the others. It runs
+// before the rows are read back: a writer that commits one of those rows
+// after this statement either committed before the read-back, which then
+// sees its state, or fences after this fence, so this finish finds the key
+// taken and leaves it contended. Fenced after the read-back instead, the
+// older state read back would overwrite the newer one the other writer had
+// already published. It reports false when the fence failed.
+func (p *Plugin) fenceLate(ctx context.Context, auto *stmtState, refs []keyRef) bool {
+	var late []rowWrite
+	for _, r := range refs {
+		if _, ok := auto.fenced[r.key.row]; !ok {
+			late = append(late, rowWrite{key: r.key, kind: kindDrop})
+		}
+	}
+	if len(late) == 0 {
+		return true
+	}
+	if err := p.fence(ctx, auto.token, late); err != nil {
+		// Committed already: nothing to fail. Invalidate later.
+		p.queueInvalidation(keysOf(late), err)
+		return false
+	}
+	for _, w := range late {
+		auto.fenced[w.key.row] = w
+	}
+	return true
 }
 
 // wroteAll reports whether a statement inside a transaction changed every
