@@ -66,6 +66,7 @@ const (
 	settingInternal = "writethrough:internal" // a query the plugin itself runs
 	instanceState   = "writethrough:state"    // per-statement write state
 	instanceUnnamed = "writethrough:unnamed"  // the statement's rows cannot be named
+	instanceSpells  = "writethrough:spells"   // stored spellings of the keys a delete names
 )
 
 // stmtState carries a statement's fences from its before- to its
@@ -137,6 +138,9 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 		if mi != nil && (op == opUpdate && p.movesKey(db.Statement, mi) || op == opCreate && !p.keysReported(db, mi)) {
 			db.InstanceSet(instanceUnnamed, true)
 		}
+		if mi != nil && op == opDelete && !mi.intKeys {
+			p.noteSpellings(db, mi)
+		}
 		if inTransaction(db.Statement.ConnPool) {
 			return
 		}
@@ -153,6 +157,7 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 		known := false
 		if mi != nil {
 			refs, known = p.affectedKeys(db, mi, op)
+			refs = withSpellings(db, refs)
 		}
 		if !known {
 			st.tables = other
@@ -209,6 +214,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		}
 
 		refs, known := p.affectedKeys(db, mi, op)
+		refs = withSpellings(db, refs)
 		if auto != nil {
 			refs = mergeFenced(refs, auto.fenced)
 		}
@@ -241,7 +247,17 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 
 		if auto != nil {
 			// Auto-commit: every key is fenced (before the SQL, or by
-			// fenceLate before the read-back); finish them.
+			// fenceLate before the read-back) except rows the read-back
+			// found under another spelling, which are dropped; finish them.
+			var extra []keyRef
+			for _, w := range writes {
+				if _, ok := auto.fenced[w.key.row]; !ok {
+					extra = append(extra, keyRef{key: w.key})
+				}
+			}
+			if len(extra) > 0 && !p.fenceLate(ctx, auto, extra) {
+				return
+			}
 			for i, w := range writes {
 				writes[i].gen = auto.fenced[w.key.row].gen
 			}
@@ -439,6 +455,68 @@ func (p *Plugin) affectedKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef,
 	}
 	refs, ok := pins.refs(p, mi)
 	return refs, ok
+}
+
+// noteSpellings looks up, before a delete by string keys runs, how the
+// database spells the keys it will match. MySQL compares strings without
+// regard to case or trailing spaces, so Delete(&T{Code: "abc"}) removes the
+// row stored as "ABC", whose key the statement does not name and whose row
+// no read-back can find afterwards. The keys found are fenced with the
+// named ones (withSpellings); if the lookup fails, the delete fences the
+// table. It costs one indexed query per delete by string key.
+func (p *Plugin) noteSpellings(db *gorm.DB, mi *modelInfo) {
+	refs, known := p.affectedKeys(db, mi, opDelete)
+	if !known || len(refs) == 0 {
+		return
+	}
+	ctx := db.Statement.Context
+	named := make(map[string]bool, len(refs))
+	var keys []any
+	for _, r := range refs {
+		named[r.key.row] = true
+		if len(mi.pks) == 1 {
+			keys = append(keys, r.vals[0])
+		} else {
+			keys = append(keys, r.vals)
+		}
+	}
+	cols := make([]clause.Column, len(mi.pks))
+	names := make([]string, len(mi.pks))
+	for j, f := range mi.pks {
+		cols[j] = clause.Column{Table: clause.CurrentTable, Name: f.DBName}
+		names[j] = f.DBName
+	}
+	var column any = cols
+	if len(cols) == 1 {
+		column = cols[0]
+	}
+	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
+	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: ctx}).Set(settingInternal, true).Unscoped()
+	if err := q.Model(rows.Interface()).Select(names).Where(clause.IN{Column: column, Values: keys}).Find(rows.Interface()).Error; err != nil {
+		p.cfg.Logger.WarnContext(ctx, "writethrough: looking up the keys a delete matches failed; invalidating the table", "table", mi.schema.Table, "error", err)
+		db.InstanceSet(instanceUnnamed, true)
+		return
+	}
+	var extra []keyRef
+	for i := 0; i < rows.Elem().Len(); i++ {
+		if k, ok := mi.keyOf(ctx, p, rows.Elem().Index(i)); ok && !named[k.row] {
+			named[k.row] = true
+			extra = append(extra, keyRef{key: k})
+		}
+	}
+	if len(extra) > 0 {
+		db.InstanceSet(instanceSpells, extra)
+	}
+}
+
+// withSpellings adds to refs the keys noteSpellings found.
+func withSpellings(db *gorm.DB, refs []keyRef) []keyRef {
+	v, ok := db.InstanceGet(instanceSpells)
+	extra, _ := v.([]keyRef)
+	if !ok || len(extra) == 0 || len(refs) == 0 {
+		return refs
+	}
+	return dedupe(append(refs, extra...))
 }
 
 // movesKey reports whether an update may set a primary-key column to
@@ -659,6 +737,7 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 		column = cols
 	}
 	found := make(map[string]reflect.Value, len(keys))
+	foundKeys := make(map[string]rowKey, len(keys))
 	for start := 0; start < len(keys); start += readBackChunk {
 		chunk := keys[start:min(start+readBackChunk, len(keys))]
 		rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
@@ -670,18 +749,24 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 			row := rows.Elem().Index(i)
 			if k, ok := mi.keyOf(ctx, p, row); ok {
 				found[k.row] = row
+				foundKeys[k.row] = k
 			}
 		}
 	}
 	ttl := p.ttl(mi.ttl)
+	named := make(map[string]bool, len(writes))
 	for i := range writes {
 		w := &writes[i]
+		named[w.key.row] = true
 		if w.kind == kindDrop {
 			continue
 		}
 		row, ok := found[w.key.row]
 		if !ok {
-			if p.cfg.NotFoundTTL < 0 {
+			// An absence is cached for integer keys only: a string key may
+			// match a row spelled otherwise (see below), and an insert of
+			// such a row would fence its own key, not this one.
+			if p.cfg.NotFoundTTL < 0 || !mi.intKeys {
 				w.kind = kindDrop
 			}
 			w.ttl = p.cfg.NotFoundTTL
@@ -694,6 +779,14 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 			continue
 		}
 		w.kind, w.entry, w.ttl = kindValue, entry, ttl
+	}
+	// Rows the database matched under another spelling of a key (MySQL
+	// compares strings regardless of case and trailing spaces) were
+	// changed by the statement too: their own keys are fenced and dropped.
+	for k, key := range foundKeys {
+		if !named[k] {
+			writes = append(writes, rowWrite{key: key, kind: kindDrop, fp: mi.fp})
+		}
 	}
 	return writes, nil
 }
