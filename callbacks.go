@@ -199,9 +199,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		st, _ := db.InstanceGet(instanceState)
 		auto, _ := st.(*stmtState)
 		if db.Error != nil {
-			if auto != nil { // the auto-commit statement failed: nothing changed
-				p.finishWrites(ctx, auto.token, releaseAll(auto.fenced), auto.tables)
-			}
+			p.afterFailedWrite(db, mi, other, op, auto)
 			return
 		}
 		if auto != nil && auto.tables != nil {
@@ -267,6 +265,54 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 
 		p.fenceInTx(db, writes, nil)
 	}
+}
+
+// afterFailedWrite handles a statement that returned an error. If its SQL
+// never ran, nothing changed: auto-commit fences are released. But the
+// error may come after the SQL (an AfterUpdate hook, a failed scan of
+// RETURNING rows): in auto-commit the change has then committed, and in a
+// transaction the caller may commit anyway, ignoring the error. So once the
+// SQL was built, every key the statement may have changed is fenced (in
+// auto-commit also keys the database assigned) and dropped, never written.
+func (p *Plugin) afterFailedWrite(db *gorm.DB, mi *modelInfo, other []pendingTable, op writeOp, auto *stmtState) {
+	ctx := db.Statement.Context
+	ran := db.Statement.SQL.Len() > 0
+	if auto != nil {
+		if !ran {
+			p.finishWrites(ctx, auto.token, releaseAll(auto.fenced), auto.tables)
+			return
+		}
+		if mi != nil && auto.tables == nil {
+			if refs, known := p.affectedKeys(db, mi, op); known {
+				p.fenceLate(ctx, auto, withSpellings(db, refs))
+			}
+		}
+		drops := make([]rowWrite, 0, len(auto.fenced))
+		for _, w := range auto.fenced {
+			w.kind = kindDrop
+			drops = append(drops, w)
+		}
+		p.finishWrites(ctx, auto.token, drops, auto.tables)
+		return
+	}
+	if !ran {
+		return
+	}
+	if other != nil {
+		p.fenceInTx(db, nil, other)
+		return
+	}
+	refs, known := p.affectedKeys(db, mi, op)
+	if !known {
+		p.fenceTableInTx(db, mi)
+		return
+	}
+	refs = withSpellings(db, refs)
+	drops := make([]rowWrite, len(refs))
+	for i, r := range refs {
+		drops[i] = rowWrite{key: r.key, kind: kindDrop}
+	}
+	p.fenceInTx(db, drops, nil)
 }
 
 // fenceLate fences, after an auto-commit statement ran, the keys of refs
