@@ -1,0 +1,109 @@
+package writethrough
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// wUp has a unique column besides its key, for upserts that conflict on it.
+type wUp struct {
+	ID    uint   `gorm:"primaryKey"`
+	Code  string `gorm:"uniqueIndex;size:64"`
+	Name  string
+	Count int
+}
+
+// Upserts: Save of a new key, ON CONFLICT DO NOTHING / DO UPDATE / UpdateAll
+// (on the key and on another unique column), FirstOrCreate with Attrs and
+// Assign. Where the dialect returns the rows an upsert touched (RETURNING:
+// Postgres, SQLite) and the statement changed them, the cache holds the
+// row; DO NOTHING never caches the caller's value over the existing row;
+// MySQL/MariaDB, which cannot say which row an upsert hit, invalidates the
+// table.
+func TestWriteUpserts(t *testing.T) {
+	forEachWriteMode(t, []any{&wUp{}}, func(t *testing.T, w *writeEnv) {
+		returning := w.b.dialect != "mysql"
+		table := w.db.NamingStrategy.TableName("wUp")
+		seed := []wUp{{ID: 1, Code: "a", Name: "one"}, {ID: 2, Code: "b", Name: "two"}, {ID: 3, Code: "c", Name: "three"}}
+		w.write(t, func(db *gorm.DB) error { return db.Create(&seed).Error })
+		all := []any{uint(1), uint(2), uint(3), uint(10), uint(11), uint(12), uint(13), uint(14), uint(20)}
+
+		steps := []struct {
+			name    string
+			hit     bool // write-through claimed for the rows the step names
+			ids     []any
+			f       func(db *gorm.DB) error
+			autoHit bool // write-through in auto-commit (fenced before the SQL, read after COMMIT)
+		}{
+			{name: "Save a new key", hit: returning, ids: []any{uint(10)}, f: func(db *gorm.DB) error {
+				return db.Save(&wUp{ID: 10, Code: "s10", Name: "saved"}).Error
+			}},
+			{name: "Save an existing key", hit: true, ids: []any{uint(10)}, f: func(db *gorm.DB) error {
+				return db.Save(&wUp{ID: 10, Code: "s10", Name: "saved again", Count: 1}).Error
+			}},
+			{name: "DO NOTHING on an existing key keeps the database's row", hit: false, ids: []any{uint(1)}, f: func(db *gorm.DB) error {
+				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&wUp{ID: 1, Code: "a", Name: "caller's value"}).Error
+			}, autoHit: true},
+			{name: "DO NOTHING on an existing unique column", hit: false, ids: []any{uint(2)}, f: func(db *gorm.DB) error {
+				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&wUp{Code: "b", Name: "caller's value"}).Error
+			}},
+			{name: "DO NOTHING inserting a new row", hit: false, ids: []any{uint(11)}, f: func(db *gorm.DB) error {
+				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&wUp{ID: 11, Code: "n11", Name: "new"}).Error
+			}, autoHit: true},
+			{name: "DO UPDATE on the key", hit: returning, ids: []any{uint(1)}, f: func(db *gorm.DB) error {
+				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "id"}}, DoUpdates: clause.AssignmentColumns([]string{"name"})}).
+					Create(&wUp{ID: 1, Code: "a", Name: "upserted"}).Error
+			}},
+			{name: "DO UPDATE with an expression", hit: returning, ids: []any{uint(1)}, f: func(db *gorm.DB) error {
+				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "id"}}, DoUpdates: clause.Assignments(map[string]any{"count": gorm.Expr(db.Statement.Quote(table+".count") + " + 5")})}).
+					Create(&wUp{ID: 1, Code: "a", Name: "ignored"}).Error
+			}},
+			{name: "DO UPDATE on another unique column", hit: returning, ids: []any{uint(2)}, f: func(db *gorm.DB) error {
+				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "code"}}, DoUpdates: clause.AssignmentColumns([]string{"name"})}).
+					Create(&wUp{Code: "b", Name: "by code"}).Error
+			}},
+			{name: "UpdateAll", hit: returning, ids: []any{uint(3)}, f: func(db *gorm.DB) error {
+				return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&wUp{ID: 3, Code: "c", Name: "all", Count: 9}).Error
+			}},
+			{name: "UpdateAll batch of new and existing", hit: returning, ids: []any{uint(2), uint(3), uint(12)}, f: func(db *gorm.DB) error {
+				rows := []wUp{{ID: 2, Code: "b", Name: "batch2"}, {ID: 3, Code: "c", Name: "batch3"}, {ID: 12, Code: "n12", Name: "batch12"}}
+				return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&rows).Error
+			}},
+			{name: "FirstOrCreate creates", hit: true, ids: []any{uint(13)}, f: func(db *gorm.DB) error {
+				u := wUp{ID: 13}
+				return db.Where(wUp{Code: "f13"}).Attrs(wUp{Name: "from attrs"}).FirstOrCreate(&u).Error
+			}},
+			{name: "FirstOrCreate finds and Assign updates", hit: true, ids: []any{uint(13)}, f: func(db *gorm.DB) error {
+				var u wUp
+				return db.Where(wUp{Code: "f13"}).Assign(wUp{Name: "assigned", Count: 3}).FirstOrCreate(&u).Error
+			}},
+			{name: "FirstOrCreate by key", hit: true, ids: []any{uint(14)}, f: func(db *gorm.DB) error {
+				u := wUp{ID: 14, Code: "f14", Name: "by key"}
+				return db.FirstOrCreate(&u).Error
+			}},
+			{name: "FirstOrCreate by key finds it", hit: true, ids: []any{uint(14)}, f: func(db *gorm.DB) error {
+				u := wUp{ID: 14, Code: "other", Name: "not written"}
+				return db.FirstOrCreate(&u).Error
+			}},
+			{name: "DO UPDATE by unique column with a new key", hit: returning, ids: []any{uint(20)}, f: func(db *gorm.DB) error {
+				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "code"}}, DoUpdates: clause.AssignmentColumns([]string{"name"})}).
+					Create(&wUp{ID: 20, Code: "n20", Name: "inserted by upsert"}).Error
+			}},
+		}
+		for _, s := range steps {
+			warm[wUp](t, w, all...)
+			w.write(t, s.f)
+			t.Run(s.name, func(t *testing.T) {
+				check[wUp](t, w, s.hit || s.autoHit && returning && w.mode.skipTx, s.ids...)
+				checkAll[wUp](t, w, false, all...)
+			})
+		}
+		var one wUp
+		require.NoError(t, w.plain.First(&one, 1).Error)
+		require.Equal(t, "upserted", one.Name, "DO NOTHING must not have written the caller's value")
+		require.Equal(t, 5, one.Count)
+	})
+}
