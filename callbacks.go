@@ -67,7 +67,16 @@ const (
 	instanceState   = "writethrough:state"    // per-statement write state
 	instanceUnnamed = "writethrough:unnamed"  // the statement's rows cannot be named
 	instanceSpells  = "writethrough:spells"   // stored spellings of the keys a delete names
+	instanceKeys    = "writethrough:keys"     // the keys an update or delete names, before its SQL
 )
+
+// namedKeys are the rows an update or delete names, taken before its SQL
+// runs: afterwards GORM has changed the model (assigned values, RETURNING
+// rows scanned into it), which no longer says which rows were written.
+type namedKeys struct {
+	refs  []keyRef
+	known bool
+}
 
 // stmtState carries a statement's fences from its before- to its
 // after-callback (auto-commit) or to the end of a transaction GORM began on a
@@ -141,6 +150,10 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 		if mi != nil && op == opDelete && !mi.intKeys {
 			p.noteSpellings(db, mi)
 		}
+		if mi != nil && op != opCreate {
+			refs, known := p.affectedKeys(db, mi, op)
+			db.InstanceSet(instanceKeys, namedKeys{refs: withSpellings(db, refs), known: known})
+		}
 		if inTransaction(db.Statement.ConnPool) {
 			return
 		}
@@ -156,8 +169,7 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 		var refs []keyRef
 		known := false
 		if mi != nil {
-			refs, known = p.affectedKeys(db, mi, op)
-			refs = withSpellings(db, refs)
+			refs, known = p.statementKeys(db, mi, op)
 		}
 		if !known {
 			st.tables = other
@@ -211,8 +223,7 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 			return
 		}
 
-		refs, known := p.affectedKeys(db, mi, op)
-		refs = withSpellings(db, refs)
+		refs, known := p.statementKeys(db, mi, op)
 		if auto != nil {
 			refs = mergeFenced(refs, auto.fenced)
 		}
@@ -283,8 +294,8 @@ func (p *Plugin) afterFailedWrite(db *gorm.DB, mi *modelInfo, other []pendingTab
 			return
 		}
 		if mi != nil && auto.tables == nil {
-			if refs, known := p.affectedKeys(db, mi, op); known {
-				p.fenceLate(ctx, auto, withSpellings(db, refs))
+			if refs, known := p.statementKeys(db, mi, op); known {
+				p.fenceLate(ctx, auto, refs)
 			}
 		}
 		drops := make([]rowWrite, 0, len(auto.fenced))
@@ -302,12 +313,11 @@ func (p *Plugin) afterFailedWrite(db *gorm.DB, mi *modelInfo, other []pendingTab
 		p.fenceInTx(db, nil, other)
 		return
 	}
-	refs, known := p.affectedKeys(db, mi, op)
+	refs, known := p.statementKeys(db, mi, op)
 	if !known {
 		p.fenceTableInTx(db, mi)
 		return
 	}
-	refs = withSpellings(db, refs)
 	drops := make([]rowWrite, len(refs))
 	for i, r := range refs {
 		drops[i] = rowWrite{key: r.key, kind: kindDrop}
@@ -553,6 +563,19 @@ func (p *Plugin) noteSpellings(db *gorm.DB, mi *modelInfo) {
 	if len(extra) > 0 {
 		db.InstanceSet(instanceSpells, extra)
 	}
+}
+
+// statementKeys returns the rows a statement writes: for an update or a
+// delete those named before its SQL ran, for a create those it inserted.
+func (p *Plugin) statementKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef, bool) {
+	if op != opCreate {
+		if v, ok := db.InstanceGet(instanceKeys); ok {
+			k := v.(namedKeys)
+			return append([]keyRef(nil), k.refs...), k.known
+		}
+	}
+	refs, known := p.affectedKeys(db, mi, op)
+	return withSpellings(db, refs), known
 }
 
 // withSpellings adds to refs the keys noteSpellings found.
