@@ -95,7 +95,7 @@ func TestWriteAssociations(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range writeModes {
 			t.Run(m.name, func(t *testing.T) {
-				gcfg := &gorm.Config{SkipDefaultTransaction: m.skipTx, DisableForeignKeyConstraintWhenMigrating: true}
+				gcfg := &gorm.Config{SkipDefaultTransaction: m.skipTx, PrepareStmt: m.prepare, DisableForeignKeyConstraintWhenMigrating: true}
 				models := []any{&wCompany{}, &wProfile{}, &wOrder{}, &wTag{}, &wUser{}, &wUserTag{}}
 				e := newEnvWith(t, b, Config{}, gcfg, models...)
 				w := &writeEnv{env: e, plain: e.plainDB(), mode: m}

@@ -24,15 +24,17 @@ import (
 // per-statement transaction, in auto-commit (SkipDefaultTransaction), or
 // inside a transaction the caller opened.
 type writeMode struct {
-	name   string
-	skipTx bool // gorm.Config.SkipDefaultTransaction
-	inTx   bool // run each write inside db.Transaction
+	name    string
+	skipTx  bool // gorm.Config.SkipDefaultTransaction
+	inTx    bool // run each write inside db.Transaction
+	prepare bool // gorm.Config.PrepareStmt
 }
 
 var writeModes = []writeMode{
 	{name: "default-tx"},
 	{name: "autocommit", skipTx: true},
 	{name: "user-tx", inTx: true},
+	{name: "prepared-user-tx", inTx: true, prepare: true},
 }
 
 // writeEnv is a test's world plus the plain database and the write mode.
@@ -47,7 +49,7 @@ func forEachWriteMode(t *testing.T, models []any, f func(t *testing.T, w *writeE
 	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range writeModes {
 			t.Run(m.name, func(t *testing.T) {
-				e := newEnvWith(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: m.skipTx}, models...)
+				e := newEnvWith(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: m.skipTx, PrepareStmt: m.prepare}, models...)
 				f(t, &writeEnv{env: e, plain: e.plainDB(), mode: m})
 			})
 		}
@@ -79,8 +81,10 @@ func check[T any](t *testing.T, w *writeEnv, hit bool, ids ...any) {
 		var want, got T
 		wantErr := w.plain.First(&want, id).Error
 		w.queries()
+		before := w.plugin.Stats()
 		gotErr := w.db.First(&got, id).Error
 		n := w.queries()
+		after := w.plugin.Stats()
 		if wantErr != nil {
 			require.ErrorIs(t, wantErr, gorm.ErrRecordNotFound, "plain read of %v", id)
 			require.ErrorIs(t, gotErr, gorm.ErrRecordNotFound, "id %v: the database has no row but the plugin served %s", id, canon(got))
@@ -89,12 +93,35 @@ func check[T any](t *testing.T, w *writeEnv, hit bool, ids ...any) {
 			require.Equal(t, canon(want), canon(got), "id %v: the plugin serves a row the database does not hold", id)
 		}
 		if hit {
+			// Statements are not counted under PrepareStmt; the plugin's
+			// own counters are, in every mode.
 			require.Zero(t, n, "id %v: expected a cache hit (write-through), the read went to the database", id)
+			require.True(t, after.Hits == before.Hits+1 && after.Misses == before.Misses && after.Bypasses == before.Bypasses,
+				"id %v: expected a cache hit (write-through); stats before %+v after %+v", id, before, after)
 		}
 	}
 }
 
-// checkWhere compares every row of T (plain read, Unscoped) through the
+// checkMany reads ids (at most 1000, integer keys) through the plugin with
+// one Find and from the plain database, requires the same rows, and with
+// hit set requires every row to be served from the cache.
+func checkMany[T any](t *testing.T, w *writeEnv, hit bool, ids ...any) {
+	t.Helper()
+	var want, got []T
+	require.NoError(t, w.plain.Order("id").Find(&want, ids).Error)
+	w.queries()
+	before := w.plugin.Stats()
+	require.NoError(t, w.db.Find(&got, ids).Error)
+	n := w.queries()
+	after := w.plugin.Stats()
+	require.Equal(t, canon(want), canon(got), "the plugin serves rows the database does not hold")
+	if hit {
+		require.Zero(t, n, "expected cache hits (write-through), the read went to the database")
+		require.Equal(t, before.Hits+uint64(len(ids)), after.Hits, "expected every row to be a hit")
+	}
+}
+
+// checkAll compares every row of T (plain read, Unscoped) through the
 // plugin, keyed by primary key, so no row a write may have touched is left out.
 func checkAll[T any](t *testing.T, w *writeEnv, hit bool, extra ...any) {
 	t.Helper()
@@ -126,8 +153,10 @@ func warm[T any](t *testing.T, w *writeEnv, ids ...any) {
 		var r []T
 		require.NoError(t, w.db.Find(&r, id).Error)
 		w.queries()
+		before := w.plugin.Stats()
 		require.NoError(t, w.db.Find(&r, id).Error)
 		require.Zero(t, w.queries(), "warming id %v: the second read must be a hit", id)
+		require.Equal(t, before.Hits+1, w.plugin.Stats().Hits, "warming id %v: the second read must be a hit", id)
 	}
 }
 
