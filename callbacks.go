@@ -489,6 +489,15 @@ func (p *Plugin) affectedKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef,
 		}
 		return p.modelKeys(stmt.Context, mi, stmt.ReflectValue), true
 	}
+	if c, ok := stmt.Clauses["WHERE"]; ok {
+		// GORM appends the model's key to the conditions with AND, which
+		// binds tighter than an OR before it: Where(a).Or(b) on a model
+		// with key 7 runs "a OR b AND id = 7" and may change rows other
+		// than 7. The model's key bounds nothing then.
+		if where, ok := c.Expression.(clause.Where); ok && joinsWithOr(where.Exprs) {
+			return nil, false
+		}
+	}
 	if refs := p.modelKeys(stmt.Context, mi, stmt.ReflectValue); len(refs) > 0 {
 		return refs, true
 	}

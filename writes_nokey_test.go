@@ -32,6 +32,12 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 			{"Where(id).Or(...)", func(db *gorm.DB) error {
 				return db.Model(&wItem{}).Where("id = ?", u(0)).Or("stock >= ?", 7).Update("note", "or").Error
 			}},
+			{"model key with Where(...).Or(...) (GORM appends the key with AND)", func(db *gorm.DB) error {
+				return db.Model(&wItem{ID: u(6)}).Where("id = ?", u(0)).Or("stock >= ?", 8).Update("note", "model-or").Error
+			}},
+			{"Delete of a model with Where(...).Or(...)", func(db *gorm.DB) error {
+				return db.Where("id = ?", u(1)).Or("id = ?", u(2)).Delete(&wItem{ID: u(6)}).Error
+			}},
 			{"Where(group with id OR ...)", func(db *gorm.DB) error {
 				return db.Model(&wItem{}).Where(db.Session(&gorm.Session{NewDB: true}).Where("id = ?", u(0)).Or("stock >= ?", 6)).
 					Update("note", "group-or").Error
@@ -102,5 +108,24 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 		var n int64
 		require.NoError(t, w.plain.Model(&wItem{}).Count(&n).Error)
 		require.Zero(t, n, "the last step soft-deletes every row")
+	})
+}
+
+// Without soft delete GORM does not parenthesise the caller's conditions:
+// Model(&T{ID: 3}).Where("id = ?", 1).Or(...) runs "id = 1 OR ... AND id =
+// 3", which updates row 1.
+func TestWriteModelKeyWithOr(t *testing.T) {
+	forEachWriteMode(t, []any{&wUp{}}, func(t *testing.T, w *writeEnv) {
+		rows := []wUp{{ID: 1, Code: "a", Name: "one"}, {ID: 2, Code: "b", Name: "two"}, {ID: 3, Code: "c", Name: "three"}}
+		w.write(t, func(db *gorm.DB) error { return db.Create(&rows).Error })
+		warm[wUp](t, w, uint(1), uint(2), uint(3))
+		w.write(t, func(db *gorm.DB) error {
+			return db.Model(&wUp{ID: 3}).Where("id = ?", 1).Or("count > ?", 100).Update("name", "or'ed").Error
+		})
+		checkAll[wUp](t, w, false)
+		w.write(t, func(db *gorm.DB) error {
+			return db.Where("id = ?", 2).Or("count > ?", 100).Delete(&wUp{ID: 3}).Error
+		})
+		checkAll[wUp](t, w, false, uint(1), uint(2), uint(3))
 	})
 }
