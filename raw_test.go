@@ -5,9 +5,12 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 )
 
 func names(ts []tableName) []string {
@@ -250,5 +253,38 @@ func TestInvalidateAndInvalidateTable(t *testing.T) {
 		require.Error(t, w.plugin.InvalidateTable(ctx, "items"))
 		require.Error(t, New(w.rdb, Config{}).InvalidateTable(ctx, &wItem{}), "a plugin that is not installed")
 		require.NoError(t, w.plugin.Invalidate(ctx))
+	})
+}
+
+// A raw write whose table cannot be fenced (Redis unreachable) follows the
+// write policy: Strict refuses it before the SQL runs, Available lets it
+// run and invalidates the table once Redis answers.
+func TestRawExecWithRedisDown(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		if b.name != "sqlite+miniredis" {
+			t.Skip("one backend is enough: the policy does not depend on the database")
+		}
+		w := newWriteEnv(t, b, Config{}, &gorm.Config{}, &wItem{})
+		ids := seedItems(t, w, 1)
+		table := w.db.NamingStrategy.TableName("wItem")
+		// Nothing listens on this port (the range is reserved for this
+		// helper's own Redis servers, none of which this test starts).
+		dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:7519", DialTimeout: 50 * time.Millisecond, MaxRetries: -1})
+		t.Cleanup(func() { dead.Close() })
+		for _, policy := range []WritePolicy{Strict, Available} {
+			db, err := gorm.Open(b.open(t, w.counter.inner), &gorm.Config{NamingStrategy: w.db.NamingStrategy, Logger: logger.Discard})
+			require.NoError(t, err)
+			require.NoError(t, db.Use(New(dead, Config{Prefix: w.prefix, OnRedisError: policy, WriteTimeout: 100 * time.Millisecond})))
+			err = db.Exec("UPDATE "+table+" SET name = ? WHERE id = ?", "written "+policy.String(), ids[0]).Error
+			var got wItem
+			require.NoError(t, w.plain.First(&got, ids[0]).Error)
+			if policy == Strict {
+				require.Error(t, err, "strict: the raw write must be refused")
+				require.NotEqual(t, "written strict", got.Name, "strict: the SQL must not have run")
+			} else {
+				require.NoError(t, err)
+				require.Equal(t, "written available", got.Name)
+			}
+		}
 	})
 }

@@ -29,7 +29,7 @@ func TestWriteUpserts(t *testing.T) {
 		table := w.db.NamingStrategy.TableName("wUp")
 		seed := []wUp{{ID: 1, Code: "a", Name: "one"}, {ID: 2, Code: "b", Name: "two"}, {ID: 3, Code: "c", Name: "three"}}
 		w.write(t, func(db *gorm.DB) error { return db.Create(&seed).Error })
-		all := []any{uint(1), uint(2), uint(3), uint(10), uint(11), uint(12), uint(13), uint(14), uint(20)}
+		all := []any{uint(1), uint(2), uint(3), uint(10), uint(11), uint(12), uint(13), uint(14), uint(15), uint(20)}
 
 		steps := []struct {
 			name    string
@@ -72,6 +72,9 @@ func TestWriteUpserts(t *testing.T) {
 				rows := []wUp{{ID: 2, Code: "b", Name: "batch2"}, {ID: 3, Code: "c", Name: "batch3"}, {ID: 12, Code: "n12", Name: "batch12"}}
 				return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&rows).Error
 			}},
+			{name: "Save of a slice of new and existing keys", hit: returning, ids: []any{uint(12), uint(14)}, f: func(db *gorm.DB) error {
+				return db.Save(&[]wUp{{ID: 12, Code: "n12", Name: "saved batch"}, {ID: 14, Code: "s14", Name: "saved new"}}).Error
+			}},
 			{name: "FirstOrCreate creates", hit: true, ids: []any{uint(13)}, f: func(db *gorm.DB) error {
 				u := wUp{ID: 13}
 				return db.Where(wUp{Code: "f13"}).Attrs(wUp{Name: "from attrs"}).FirstOrCreate(&u).Error
@@ -80,12 +83,12 @@ func TestWriteUpserts(t *testing.T) {
 				var u wUp
 				return db.Where(wUp{Code: "f13"}).Assign(wUp{Name: "assigned", Count: 3}).FirstOrCreate(&u).Error
 			}},
-			{name: "FirstOrCreate by key", hit: true, ids: []any{uint(14)}, f: func(db *gorm.DB) error {
-				u := wUp{ID: 14, Code: "f14", Name: "by key"}
+			{name: "FirstOrCreate by key", hit: true, ids: []any{uint(15)}, f: func(db *gorm.DB) error {
+				u := wUp{ID: 15, Code: "f15", Name: "by key"}
 				return db.FirstOrCreate(&u).Error
 			}},
-			{name: "FirstOrCreate by key finds it", hit: true, ids: []any{uint(14)}, f: func(db *gorm.DB) error {
-				u := wUp{ID: 14, Code: "other", Name: "not written"}
+			{name: "FirstOrCreate by key finds it", hit: true, ids: []any{uint(15)}, f: func(db *gorm.DB) error {
+				u := wUp{ID: 15, Code: "other", Name: "not written"}
 				return db.FirstOrCreate(&u).Error
 			}},
 			{name: "DO UPDATE by unique column with a new key", hit: returning, ids: []any{uint(20)}, f: func(db *gorm.DB) error {
