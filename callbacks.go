@@ -668,7 +668,7 @@ func (p *Plugin) movesKey(stmt *gorm.Statement, mi *modelInfo) bool {
 }
 
 // keysReported reports, before a create runs, whether GORM will tell the
-// key of every row it inserts. It does not for maps (a generated key lands
+// key of every row it changes. It does not for maps (a generated key lands
 // in the map under a name of GORM's choosing, if at all), nor when some
 // rows get their key from the database and GORM must guess which key is
 // whose: without RETURNING it numbers them on from LAST_INSERT_ID, which a
@@ -677,6 +677,14 @@ func (p *Plugin) movesKey(stmt *gorm.Statement, mi *modelInfo) bool {
 // its returned key to the next one. Such a create fences the table.
 func (p *Plugin) keysReported(db *gorm.DB, mi *modelInfo) bool {
 	stmt := db.Statement
+	if c, ok := stmt.Clauses["INSERT"]; ok {
+		// INSERT IGNORE / OR IGNORE skip rows without saying which (and
+		// shift the keys numbered from LAST_INSERT_ID); OR REPLACE deletes
+		// whatever row conflicts, on any unique column.
+		if ins, _ := c.Expression.(clause.Insert); ins.Modifier != "" {
+			return false
+		}
+	}
 	rv := reflect.Indirect(stmt.ReflectValue)
 	switch rv.Kind() {
 	case reflect.Struct:

@@ -1,6 +1,7 @@
 package writethrough
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -108,5 +109,39 @@ func TestWriteUpserts(t *testing.T) {
 		require.NoError(t, w.plain.First(&one, 1).Error)
 		require.Equal(t, "upserted", one.Name, "DO NOTHING must not have written the caller's value")
 		require.Equal(t, 5, one.Count)
+	})
+}
+
+// INSERT modifiers: IGNORE (MySQL), OR IGNORE and OR REPLACE (SQLite). An
+// ignored row was not written (and shifts the keys MySQL numbers from
+// LAST_INSERT_ID); OR REPLACE deletes whichever row conflicts, on any
+// unique column. Neither names the rows it changed.
+func TestWriteInsertModifiers(t *testing.T) {
+	forEachWriteMode(t, []any{&wUp{}}, func(t *testing.T, w *writeEnv) {
+		var mods []string
+		switch w.b.dialect {
+		case "sqlite":
+			mods = []string{"OR IGNORE", "OR REPLACE"}
+		case "mysql":
+			mods = []string{"IGNORE"}
+		default:
+			t.Skipf("%s has no INSERT modifiers (ON CONFLICT instead)", w.b.dialect)
+		}
+		for i, mod := range mods {
+			base := uint(100 * (i + 1))
+			seed := []wUp{{ID: base + 1, Code: fmt.Sprint("a", base), Name: "one"}, {ID: base + 2, Code: fmt.Sprint("b", base), Name: "two"}}
+			w.write(t, func(db *gorm.DB) error { return db.Create(&seed).Error })
+			ids := []any{base + 1, base + 2, base + 3, base + 4}
+			warm[wUp](t, w, ids...)
+			w.write(t, func(db *gorm.DB) error {
+				rows := []wUp{
+					{ID: base + 3, Code: fmt.Sprint("a", base), Name: "conflicts on code"},
+					{ID: base + 2, Code: fmt.Sprint("x", base), Name: "conflicts on key"},
+					{ID: base + 4, Code: fmt.Sprint("d", base), Name: "new"},
+				}
+				return db.Clauses(clause.Insert{Modifier: mod}).Create(&rows).Error
+			})
+			t.Run(mod, func(t *testing.T) { checkAll[wUp](t, w, false, ids...) })
+		}
 	})
 }
