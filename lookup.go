@@ -386,6 +386,14 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 	if len(parts) != len(e.Vars) {
 		return false
 	}
+	// Every part must be understood before any is pinned: in
+	// "id = ? AND stock > 5 OR id = ?" the second part does not parse, and
+	// a pin taken from the first would bound rows the OR does not.
+	type pin struct {
+		i    int
+		vals []any
+	}
+	pins := make([]pin, 0, len(parts))
 	for k, part := range parts {
 		col, in, ok := parseCondition(part)
 		if !ok {
@@ -401,15 +409,16 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 			if !ok {
 				vals = []any{v}
 			}
-			if !pp.add(i, vals) {
-				return false
-			}
+			pins = append(pins, pin{i, vals})
 			continue
 		}
 		if _, isList := listValues(v); isList {
 			return false
 		}
-		if !pp.add(i, []any{v}) {
+		pins = append(pins, pin{i, []any{v}})
+	}
+	for _, pn := range pins {
+		if !pp.add(pn.i, pn.vals) {
 			return false
 		}
 	}

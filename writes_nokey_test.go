@@ -38,6 +38,9 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 			{"Delete of a model with Where(...).Or(...)", func(db *gorm.DB) error {
 				return db.Where("id = ?", u(1)).Or("id = ?", u(2)).Delete(&wItem{ID: u(6)}).Error
 			}},
+			{"Where(\"id = ? AND ... OR id = ?\") in one string", func(db *gorm.DB) error {
+				return db.Model(&wItem{}).Where("id = ? AND stock > 100 OR id = ?", u(0), u(3)).Update("note", "or-in-sql").Error
+			}},
 			{"Where(group with id OR ...)", func(db *gorm.DB) error {
 				return db.Model(&wItem{}).Where(db.Session(&gorm.Session{NewDB: true}).Where("id = ?", u(0)).Or("stock >= ?", 6)).
 					Update("note", "group-or").Error
