@@ -73,14 +73,14 @@ func (p *Plugin) beforeRaw(chain rawChain) func(*gorm.DB) {
 			// the table is read from the database until then.
 			return
 		}
-		db.InstanceSet(instanceRaw, st)
+		db.Statement.Settings.Store(rawState{db.Statement}, st)
 	}
 }
 
 // afterRawWrite finishes an auto-commit raw write's table fences once the
 // statement has run (whether or not it succeeded).
 func (p *Plugin) afterRawWrite(db *gorm.DB) {
-	v, ok := db.InstanceGet(instanceRaw)
+	v, ok := db.Statement.Settings.LoadAndDelete(rawState{db.Statement})
 	st, _ := v.(*stmtState)
 	if !ok || st == nil {
 		return
@@ -88,7 +88,10 @@ func (p *Plugin) afterRawWrite(db *gorm.DB) {
 	p.finishWrites(db.Statement.Context, st.token, nil, st.tables)
 }
 
-const instanceRaw = "writethrough:raw_write"
+// rawState keys an auto-commit raw write's fences in the statement's
+// settings. It is what db.InstanceSet does, without formatting a string key
+// on every query the after-callback sees.
+type rawState struct{ stmt *gorm.Statement }
 
 // mayWrite is a cheap first look: does the statement start with a word a
 // write can start with?
