@@ -62,8 +62,6 @@ type keyRef struct {
 	vals []any
 }
 
-const instanceState = "writethrough:state" // per-statement write state
-
 // internalQuery marks, in its context, a query the plugin itself runs. It is
 // a context value rather than a statement setting because reading a
 // statement's Settings (a sync.Map) allocates on every statement.
@@ -74,16 +72,27 @@ func isInternal(stmt *gorm.Statement) bool {
 	return stmt.Context != nil && stmt.Context.Value(internalQuery{}) != nil
 }
 
-// stmtState is a statement's write state, from its before- to its
-// after-callback.
+const (
+	instanceState   = "writethrough:state"   // per-statement write state
+	instanceUnnamed = "writethrough:unnamed" // the statement's rows cannot be named
+	instanceSpells  = "writethrough:spells"  // stored spellings of the keys a delete names
+	instanceKeys    = "writethrough:keys"    // the keys an update or delete names, before its SQL
+)
+
+// namedKeys are the rows an update or delete names, taken before its SQL
+// runs: afterwards GORM has changed the model (assigned values, RETURNING
+// rows scanned into it), which no longer says which rows were written.
+type namedKeys struct {
+	refs  []keyRef
+	known bool
+}
+
+// stmtState carries an auto-commit statement's fences from its before- to
+// its after-callback.
 type stmtState struct {
-	refs  []keyRef // rows named before the SQL ran (the model may change)
-	known bool     // false: the rows cannot be named; the table is fenced
-	// auto-commit (no transaction): fences are taken before the SQL
-	auto   bool
 	token  string
-	fenced map[string]rowWrite
-	tables []pendingTable
+	fenced map[string]rowWrite // keys fenced before the SQL
+	tables []pendingTable      // table shards fenced
 }
 
 // pendingCommit is what a statement fenced inside a transaction that GORM
@@ -106,6 +115,12 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	return errors.Join(
 		cb.Query().Replace("gorm:query", p.query),
 		cb.Raw().After("gorm:raw").Register("writethrough:raw", p.afterRaw),
+		// Raw writes (raw.go): db.Exec, and db.Raw read through Find or Rows.
+		cb.Raw().Before("gorm:raw").Register("writethrough:before_raw_write", p.beforeRaw(chainRaw)),
+		cb.Raw().After("gorm:raw").Register("writethrough:after_raw_write", p.afterRawWrite),
+		cb.Query().Before("gorm:query").Register("writethrough:before_raw_query", p.beforeRaw(chainQuery)),
+		cb.Query().After("gorm:query").Register("writethrough:after_raw_query", p.afterRawWrite),
+		cb.Row().Before("gorm:row").Register("writethrough:before_raw_row", p.beforeRaw(chainRow)),
 
 		cb.Create().Before("gorm:create").Register("writethrough:before_create", p.beforeWrite(opCreate)),
 		cb.Create().After("gorm:after_create").Before("gorm:commit_or_rollback_transaction").Register("writethrough:after_create", p.afterWrite(opCreate)),
@@ -132,48 +147,64 @@ func (p *Plugin) writeModel(db *gorm.DB) *modelInfo {
 	if !mi.cached {
 		return nil
 	}
-	if stmt.Table != stmt.Schema.Table {
+	if !ownTable(stmt) {
 		// Table("archive_2024"): rows of another table, which reads never
-		// cache either.
+		// cache either (see otherTables).
 		return nil
 	}
 	return mi
 }
 
-// beforeWrite names the rows a statement will change, before the SQL runs
-// (an UPDATE may change the model's own key), and in auto-commit mode fences
-// them before the change becomes visible. Inside a transaction nothing is
-// visible before COMMIT, so the fence waits for the after-callback.
+// beforeWrite fences, in auto-commit mode, the keys a statement will change,
+// before the change becomes visible. Inside a transaction nothing is visible
+// before COMMIT, so the fence waits for the after-callback. In both modes it
+// notes, before GORM changes the model, whether the statement's rows can be
+// named from it at all (see unnamed).
 func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		if db.Error != nil {
 			return
 		}
 		mi := p.writeModel(db)
+		if mi != nil && (op == opUpdate && p.movesKey(db.Statement, mi) || op == opCreate && !p.keysReported(db, mi)) {
+			db.InstanceSet(instanceUnnamed, true)
+		}
+		if mi != nil && op == opDelete && !mi.intKeys {
+			p.noteSpellings(db, mi)
+		}
+		if mi != nil && op != opCreate {
+			refs, known := p.affectedKeys(db, mi, op)
+			db.InstanceSet(instanceKeys, namedKeys{refs: withSpellings(db, refs), known: known})
+		}
+		if inTransaction(db.Statement.ConnPool) {
+			return
+		}
+		var other []pendingTable
 		if mi == nil {
-			return
+			if other = p.otherTables(db); other == nil {
+				return
+			}
 		}
-		st := &stmtState{}
-		st.refs, st.known = p.affectedKeys(db, mi, op)
-		if op == opDelete && st.known && !mi.intKeys {
-			st.refs = dedupe(append(st.refs, p.realKeysBeforeDelete(db, mi, st.refs)...))
-		}
-		db.InstanceSet(instanceState, st)
-		if db.Error != nil || inTransaction(db.Statement.ConnPool) {
-			return
-		}
-
 		ctx := db.Statement.Context
-		st.auto, st.token, st.fenced = true, p.newToken(), map[string]rowWrite{}
-		if !st.known {
-			st.tables = mi.allShards(p)
+		st := &stmtState{token: p.newToken(), fenced: map[string]rowWrite{}}
+		db.InstanceSet(instanceState, st)
+		var refs []keyRef
+		known := false
+		if mi != nil {
+			refs, known = p.statementKeys(db, mi, op)
+		}
+		if !known {
+			st.tables = other
+			if mi != nil {
+				st.tables = mi.allShards(p)
+			}
 			if err := p.fenceTables(ctx, st.token, st.tables); err != nil {
 				p.fenceFailed(db, nil, err, p.shardRowsOf(st.tables))
 			}
 			return
 		}
-		writes := make([]rowWrite, len(st.refs))
-		for i, r := range st.refs {
+		writes := make([]rowWrite, len(refs))
+		for i, r := range refs {
 			writes[i] = rowWrite{key: r.key, kind: kindDrop}
 		}
 		if err := p.fence(ctx, st.token, writes); err != nil {
@@ -192,122 +223,201 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		mi := p.writeModel(db)
-		v, _ := db.InstanceGet(instanceState)
-		st, _ := v.(*stmtState)
-		if mi == nil || st == nil {
-			return
+		var other []pendingTable
+		if mi == nil {
+			if other = p.otherTables(db); other == nil {
+				return
+			}
 		}
 		ctx := db.Statement.Context
+		st, _ := db.InstanceGet(instanceState)
+		auto, _ := st.(*stmtState)
 		if db.Error != nil {
-			if st.auto { // the auto-commit statement failed: nothing changed
-				p.finishWrites(ctx, st.token, releaseAll(st.fenced), st.tables)
-			}
+			p.afterFailedWrite(db, mi, other, op, auto)
 			return
 		}
-		if st.auto && st.tables != nil {
-			p.finishWrites(ctx, st.token, nil, st.tables)
+		if auto != nil && auto.tables != nil {
+			p.finishWrites(ctx, auto.token, nil, auto.tables)
+			return
+		}
+		if other != nil { // in a transaction
+			p.fenceInTx(db, nil, other)
 			return
 		}
 
-		refs, known := st.refs, st.known
-		if op == opCreate && known { // keys the database assigned are set now
-			refs = dedupe(append(refs, p.modelKeys(ctx, mi, db.Statement.ReflectValue)...))
-		}
-		if known && op == opUpdate && p.changesKey(db, mi, refs) {
-			known = false
+		refs, known := p.statementKeys(db, mi, op)
+		if auto != nil {
+			refs = mergeFenced(refs, auto.fenced)
 		}
 		if !known {
-			if !st.auto {
-				p.fenceInTx(db, nil, mi.allShards(p), nil)
-				return
-			}
-			// Auto-commit, committed already: invalidate the table now (a
-			// crash before this leaves the row fences to expire) and drop
-			// the rows fenced before the SQL.
-			tables := mi.allShards(p)
-			if err := p.fenceTables(ctx, st.token, tables); err != nil {
-				p.queueInvalidation(p.shardRowsOf(tables), err)
-			}
-			p.finishWrites(ctx, st.token, dropAll(st.fenced), tables)
+			p.fenceTableInTx(db, mi)
 			return
 		}
 		if len(refs) == 0 {
 			return
 		}
-		readBack := func() []rowWrite {
-			writes, err := p.readBack(db, mi, refs)
-			if err != nil {
-				// The rows could not be read back: publish nothing, only
-				// fences that make the next read go to the database.
-				p.cfg.Logger.WarnContext(ctx, "writethrough: reading back written rows failed; invalidating them", "table", mi.schema.Table, "error", err)
-				for i := range writes {
-					writes[i].kind = kindDrop
-				}
-			}
-			return writes
-		}
-		if !st.auto {
-			// Inside a transaction: fence, then read back. A row the
-			// statement names but did not change (its WHERE matched
-			// nothing) is not locked by this transaction, so another
-			// writer may commit and finish it at any time. Read after our
-			// fence, it is that writer's state if its finish came first;
-			// a finish after our fence finds it and marks the key
-			// contended, and so does ours.
-			fenced := make([]rowWrite, len(refs))
-			for i, r := range refs {
-				fenced[i] = rowWrite{key: r.key, kind: kindDrop}
-			}
-			p.fenceInTx(db, fenced, nil, func() []rowWrite {
-				writes := readBack()
-				gens := make(map[string]string, len(fenced))
-				for _, f := range fenced {
-					gens[f.key.row] = f.gen
-				}
-				for i := range writes {
-					writes[i].gen = gens[writes[i].key.row] // extras get theirs in fenceInTx
-				}
-				return writes
-			})
+		if auto != nil && !p.fenceLate(ctx, auto, refs) {
 			return
 		}
-		writes := readBack()
-
-		// Auto-commit: the SQL has committed. Fence what was not fenced
-		// before it (keys the database assigned, other spellings), then
-		// finish.
-		var late []int
-		for i, w := range writes {
-			if f, ok := st.fenced[w.key.row]; ok {
-				writes[i].gen = f.gen
-			} else {
-				late = append(late, i)
+		writes, err := p.readBack(db, mi, refs)
+		if err != nil {
+			// The row could not be read back: publish nothing, only fences
+			// that make the next read go to the database.
+			p.cfg.Logger.WarnContext(ctx, "writethrough: reading back written rows failed; invalidating them", "table", mi.schema.Table, "error", err)
+			for i := range writes {
+				writes[i].kind = kindDrop
 			}
 		}
-		if len(late) > 0 {
-			lw := make([]rowWrite, len(late))
-			for j, i := range late {
-				lw[j] = writes[i]
+		if auto == nil && !wroteAll(db, op, refs) {
+			// In a transaction, only rows the statement itself changed are
+			// locked by it until COMMIT; see wroteAll.
+			for i := range writes {
+				writes[i].kind = kindDrop
 			}
-			if err := p.fence(ctx, st.token, lw); err != nil {
-				// Committed already: nothing to fail. Invalidate later.
-				p.queueInvalidation(keysOf(lw), err)
-				p.finishWrites(ctx, st.token, dropAll(st.fenced), nil)
+		}
+
+		if auto != nil {
+			// Auto-commit: every key is fenced (before the SQL, or by
+			// fenceLate before the read-back) except rows the read-back
+			// found under another spelling, which are dropped; finish them.
+			var extra []keyRef
+			for _, w := range writes {
+				if _, ok := auto.fenced[w.key.row]; !ok {
+					extra = append(extra, keyRef{key: w.key})
+				}
+			}
+			if len(extra) > 0 && !p.fenceLate(ctx, auto, extra) {
 				return
 			}
-			for j, i := range late {
-				writes[i].gen = lw[j].gen
+			for i, w := range writes {
+				writes[i].gen = auto.fenced[w.key.row].gen
 			}
+			p.finishWrites(ctx, auto.token, writes, nil)
+			return
 		}
-		p.finishWrites(ctx, st.token, writes, nil)
+
+		p.fenceInTx(db, writes, nil)
 	}
 }
 
+// afterFailedWrite handles a statement that returned an error. If its SQL
+// never ran, nothing changed: auto-commit fences are released. But the
+// error may come after the SQL (an AfterUpdate hook, a failed scan of
+// RETURNING rows): in auto-commit the change has then committed, and in a
+// transaction the caller may commit anyway, ignoring the error. So once the
+// SQL was built, every key the statement may have changed is fenced (in
+// auto-commit also keys the database assigned) and dropped, never written.
+func (p *Plugin) afterFailedWrite(db *gorm.DB, mi *modelInfo, other []pendingTable, op writeOp, auto *stmtState) {
+	ctx := db.Statement.Context
+	ran := db.Statement.SQL.Len() > 0
+	if auto != nil {
+		if !ran {
+			p.finishWrites(ctx, auto.token, releaseAll(auto.fenced), auto.tables)
+			return
+		}
+		if mi != nil && auto.tables == nil {
+			if refs, known := p.statementKeys(db, mi, op); known {
+				p.fenceLate(ctx, auto, refs)
+			}
+		}
+		drops := make([]rowWrite, 0, len(auto.fenced))
+		for _, w := range auto.fenced {
+			w.kind = kindDrop
+			drops = append(drops, w)
+		}
+		p.finishWrites(ctx, auto.token, drops, auto.tables)
+		return
+	}
+	if !ran {
+		return
+	}
+	if other != nil {
+		p.fenceInTx(db, nil, other)
+		return
+	}
+	refs, known := p.statementKeys(db, mi, op)
+	if !known {
+		p.fenceTableInTx(db, mi)
+		return
+	}
+	drops := make([]rowWrite, len(refs))
+	for i, r := range refs {
+		drops[i] = rowWrite{key: r.key, kind: kindDrop}
+	}
+	p.fenceInTx(db, drops, nil)
+}
+
+// fenceLate fences, after an auto-commit statement ran, the keys of refs
+// that could not be fenced before it (the database assigned them, or an
+// upsert found another row), and records them with the others. It runs
+// before the rows are read back: a writer that commits one of those rows
+// after this statement either committed before the read-back, which then
+// sees its state, or fences after this fence, so this finish finds the key
+// taken and leaves it contended. Fenced after the read-back instead, the
+// older state read back would overwrite the newer one the other writer had
+// already published. It reports false when the fence failed.
+func (p *Plugin) fenceLate(ctx context.Context, auto *stmtState, refs []keyRef) bool {
+	var late []rowWrite
+	for _, r := range refs {
+		if _, ok := auto.fenced[r.key.row]; !ok {
+			late = append(late, rowWrite{key: r.key, kind: kindDrop})
+		}
+	}
+	if len(late) == 0 {
+		return true
+	}
+	if err := p.fence(ctx, auto.token, late); err != nil {
+		// Committed already: nothing to fail. Invalidate later.
+		p.queueInvalidation(keysOf(late), err)
+		return false
+	}
+	for _, w := range late {
+		auto.fenced[w.key.row] = w
+	}
+	return true
+}
+
+// wroteAll reports whether a statement inside a transaction changed every
+// row of refs itself. Only then are the values it read back safe to
+// publish: it holds those rows' locks until COMMIT, so no other writer can
+// commit a newer state first. A row it named but left alone (its condition
+// excluded it, ON CONFLICT DO NOTHING found it) was read back from the
+// transaction's snapshot, which under REPEATABLE READ may predate a state
+// another writer has committed and cached since, and even under READ
+// COMMITTED such a writer may commit between the read-back and the fence.
+// Those keys are fenced and dropped, never written. (Auto-commit statements
+// fence before the SQL and read back after COMMIT, so this does not apply.)
+func wroteAll(db *gorm.DB, op writeOp, refs []keyRef) bool {
+	if op == opCreate {
+		c, upsert := db.Statement.Clauses["ON CONFLICT"]
+		if !upsert {
+			return true // every row was inserted by this statement
+		}
+		oc, ok := c.Expression.(clause.OnConflict)
+		// DO UPDATE without a WHERE inserts or updates (and locks) every row.
+		return ok && !oc.DoNothing && len(oc.Where.Exprs) == 0 && (oc.UpdateAll || len(oc.DoUpdates) > 0)
+	}
+	n := 0
+	for _, r := range refs {
+		if r.vals != nil {
+			n++
+		}
+	}
+	// Each named key matches at most one row, so as many affected rows as
+	// keys means every one was changed. (MySQL counts changed rows, not
+	// matched ones: a row updated to the values it had is dropped too.)
+	return db.RowsAffected >= int64(n)
+}
+
+// fenceTableInTx fences every shard of the table for a write whose rows
+// cannot be named.
+func (p *Plugin) fenceTableInTx(db *gorm.DB, mi *modelInfo) {
+	p.fenceInTx(db, nil, mi.allShards(p))
+}
+
 // fenceInTx fences rows or table shards from inside a transaction and
-// records them where the transaction's end will find them. values, if set,
-// runs once the fences are in place and returns what the finish will
-// publish for the fenced rows, in their order.
-func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable, values func() []rowWrite) {
+// records them where the transaction's end will find them.
+func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable) {
 	ctx := db.Statement.Context
 	tx := txOf(db.Statement.ConnPool)
 	token := ""
@@ -327,34 +437,6 @@ func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []pendingTable
 		}
 		p.fenceFailed(db, tx, err, keys)
 		return
-	}
-	if values != nil {
-		fenced := make(map[string]bool, len(writes))
-		for _, w := range writes {
-			fenced[w.key.row] = true
-		}
-		writes = values()
-		// The read-back may find rows under another spelling of their key
-		// (a case-insensitive collation): fence those too.
-		var extra []int
-		for i, w := range writes {
-			if !fenced[w.key.row] {
-				extra = append(extra, i)
-			}
-		}
-		if len(extra) > 0 {
-			ew := make([]rowWrite, len(extra))
-			for j, i := range extra {
-				ew[j] = writes[i]
-			}
-			if err := p.fence(ctx, token, ew); err != nil {
-				p.fenceFailed(db, tx, err, keysOf(ew))
-				return
-			}
-			for j, i := range extra {
-				writes[i].gen = ew[j].gen
-			}
-		}
 	}
 	switch {
 	case tx != nil:
@@ -434,6 +516,9 @@ func (p *Plugin) fenceFailed(db *gorm.DB, tx *txConn, err error, keys []string) 
 // be named (the caller then works on the whole table).
 func (p *Plugin) affectedKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef, bool) {
 	stmt := db.Statement
+	if unnamed, _ := db.InstanceGet(instanceUnnamed); unnamed == true {
+		return nil, false
+	}
 	if op == opCreate {
 		if _, upsert := stmt.Clauses["ON CONFLICT"]; upsert && !supportsReturning(db) {
 			// Without RETURNING an upsert that hit a conflict on another
@@ -442,14 +527,15 @@ func (p *Plugin) affectedKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef,
 		}
 		return p.modelKeys(stmt.Context, mi, stmt.ReflectValue), true
 	}
-	return p.namedKeys(db, mi)
-}
-
-// namedKeys names the rows an update or delete may touch: the model's own
-// keys when set (GORM then restricts the statement to them), else the keys
-// its WHERE clause pins down.
-func (p *Plugin) namedKeys(db *gorm.DB, mi *modelInfo) ([]keyRef, bool) {
-	stmt := db.Statement
+	if c, ok := stmt.Clauses["WHERE"]; ok {
+		// GORM appends the model's key to the conditions with AND, which
+		// binds tighter than an OR before it: Where(a).Or(b) on a model
+		// with key 7 runs "a OR b AND id = 7" and may change rows other
+		// than 7. The model's key bounds nothing then.
+		if where, ok := c.Expression.(clause.Where); ok && joinsWithOr(where.Exprs) {
+			return nil, false
+		}
+	}
 	if refs := p.modelKeys(stmt.Context, mi, stmt.ReflectValue); len(refs) > 0 {
 		return refs, true
 	}
@@ -472,6 +558,206 @@ func (p *Plugin) namedKeys(db *gorm.DB, mi *modelInfo) ([]keyRef, bool) {
 	}
 	refs, ok := pins.refs(p, mi)
 	return refs, ok
+}
+
+// noteSpellings looks up, before a delete by string keys runs, how the
+// database spells the keys it will match. MySQL compares strings without
+// regard to case or trailing spaces, so Delete(&T{Code: "abc"}) removes the
+// row stored as "ABC", whose key the statement does not name and whose row
+// no read-back can find afterwards. The keys found are fenced with the
+// named ones (withSpellings); if the lookup fails, the delete fences the
+// table. It costs one indexed query per delete by string key.
+func (p *Plugin) noteSpellings(db *gorm.DB, mi *modelInfo) {
+	refs, known := p.affectedKeys(db, mi, opDelete)
+	if !known || len(refs) == 0 {
+		return
+	}
+	ctx := db.Statement.Context
+	named := make(map[string]bool, len(refs))
+	var keys []any
+	for _, r := range refs {
+		named[r.key.row] = true
+		if len(mi.pks) == 1 {
+			keys = append(keys, r.vals[0])
+		} else {
+			keys = append(keys, r.vals)
+		}
+	}
+	cols := make([]clause.Column, len(mi.pks))
+	names := make([]string, len(mi.pks))
+	for j, f := range mi.pks {
+		cols[j] = clause.Column{Table: clause.CurrentTable, Name: f.DBName}
+		names[j] = f.DBName
+	}
+	var column any = cols
+	if len(cols) == 1 {
+		column = cols[0]
+	}
+	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
+	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: context.WithValue(ctx, internalQuery{}, true)}).Unscoped()
+	if err := q.Model(rows.Interface()).Select(names).Where(clause.IN{Column: column, Values: keys}).Find(rows.Interface()).Error; err != nil {
+		p.cfg.Logger.WarnContext(ctx, "writethrough: looking up the keys a delete matches failed; invalidating the table", "table", mi.schema.Table, "error", err)
+		db.InstanceSet(instanceUnnamed, true)
+		return
+	}
+	var extra []keyRef
+	for i := 0; i < rows.Elem().Len(); i++ {
+		if k, ok := mi.keyOf(ctx, p, rows.Elem().Index(i)); ok && !named[k.row] {
+			named[k.row] = true
+			extra = append(extra, keyRef{key: k})
+		}
+	}
+	if len(extra) > 0 {
+		db.InstanceSet(instanceSpells, extra)
+	}
+}
+
+// statementKeys returns the rows a statement writes: for an update or a
+// delete those named before its SQL ran, for a create those it inserted.
+func (p *Plugin) statementKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef, bool) {
+	if op != opCreate {
+		if v, ok := db.InstanceGet(instanceKeys); ok {
+			k := v.(namedKeys)
+			return append([]keyRef(nil), k.refs...), k.known
+		}
+	}
+	refs, known := p.affectedKeys(db, mi, op)
+	return withSpellings(db, refs), known
+}
+
+// withSpellings adds to refs the keys noteSpellings found.
+func withSpellings(db *gorm.DB, refs []keyRef) []keyRef {
+	v, ok := db.InstanceGet(instanceSpells)
+	extra, _ := v.([]keyRef)
+	if !ok || len(extra) == 0 || len(refs) == 0 {
+		return refs
+	}
+	return dedupe(append(refs, extra...))
+}
+
+// movesKey reports whether an update may set a primary-key column to
+// something other than the model's own key (Update("id", 5), Updates of a
+// map or of another struct with a key). The row then leaves its key for
+// another, and GORM copies the new value into the model, so neither key can
+// be named from the statement afterwards; the write works on the table.
+func (p *Plugin) movesKey(stmt *gorm.Statement, mi *modelInfo) bool {
+	ctx := stmt.Context
+	assigned := map[int]any{} // primary field index -> value assigned
+	if c, ok := stmt.Clauses["SET"]; ok {
+		set, ok := c.Expression.(clause.Set)
+		if !ok {
+			return true
+		}
+		for _, a := range set {
+			if i := pkIndex(mi, stmt, a.Column.Name); i >= 0 {
+				assigned[i] = a.Value
+			}
+		}
+	}
+	dest := stmt.Dest
+	if m, ok := dest.(*map[string]any); ok && m != nil {
+		dest = *m
+	}
+	if m, ok := dest.(map[string]any); ok {
+		// GORM maps these keys to fields by name or column name, as
+		// LookUpField does, not by the SQL rules pkIndex follows.
+		for k, v := range m {
+			if f := mi.schema.LookUpField(k); f != nil && f.PrimaryKey {
+				for i, pk := range mi.pks {
+					if pk == f {
+						assigned[i] = v
+					}
+				}
+			}
+		}
+	} else if dv := reflect.Indirect(reflect.ValueOf(dest)); dv.Kind() == reflect.Struct && (dest != stmt.Model || !dv.CanAddr()) {
+		// A struct other than the model: GORM assigns its non-zero key.
+		ds := &gorm.Statement{DB: stmt.DB}
+		if dv.Type() != mi.schema.ModelType {
+			if ds.Parse(dest) != nil {
+				return true
+			}
+		} else {
+			ds.Schema = mi.schema
+		}
+		for i, f := range mi.pks {
+			if df := ds.Schema.LookUpField(f.DBName); df != nil {
+				if v, zero := df.ValueOf(ctx, dv); !zero {
+					assigned[i] = v
+				}
+			}
+		}
+	}
+	if len(assigned) == 0 {
+		return false
+	}
+	// Assigning the model's own key (Model(&t).Updates(T{ID: t.ID, ...}))
+	// moves nothing.
+	mv := reflect.Indirect(reflect.ValueOf(stmt.Model))
+	if mv.Kind() != reflect.Struct || mv.Type() != mi.schema.ModelType {
+		return true
+	}
+	for i, v := range assigned {
+		own, zero := mi.pks[i].ValueOf(ctx, mv)
+		if zero {
+			return true
+		}
+		a, ok := keyPart(mi.pks[i], v)
+		b, ok2 := keyPart(mi.pks[i], own)
+		if !ok || !ok2 || a != b {
+			return true
+		}
+	}
+	return false
+}
+
+// keysReported reports, before a create runs, whether GORM will tell the
+// key of every row it changes. It does not for maps (a generated key lands
+// in the map under a name of GORM's choosing, if at all), nor when some
+// rows get their key from the database and GORM must guess which key is
+// whose: without RETURNING it numbers them on from LAST_INSERT_ID, which a
+// caller-chosen key above the counter breaks, and under ON CONFLICT DO
+// NOTHING it skips every struct that has a defaulted field set and hands
+// its returned key to the next one. Such a create fences the table.
+func (p *Plugin) keysReported(db *gorm.DB, mi *modelInfo) bool {
+	stmt := db.Statement
+	if c, ok := stmt.Clauses["INSERT"]; ok {
+		// INSERT IGNORE / OR IGNORE skip rows without saying which (and
+		// shift the keys numbered from LAST_INSERT_ID); OR REPLACE deletes
+		// whatever row conflicts, on any unique column.
+		if ins, _ := c.Expression.(clause.Insert); ins.Modifier != "" {
+			return false
+		}
+	}
+	rv := reflect.Indirect(stmt.ReflectValue)
+	switch rv.Kind() {
+	case reflect.Struct:
+		return true
+	case reflect.Slice, reflect.Array:
+	default:
+		return false
+	}
+	assigned, chosen := 0, 0
+	for i := 0; i < rv.Len(); i++ {
+		row := reflect.Indirect(rv.Index(i))
+		if row.Kind() != reflect.Struct {
+			return false
+		}
+		if _, ok := mi.keyOf(stmt.Context, p, row); ok {
+			chosen++
+		} else {
+			assigned++
+		}
+	}
+	if assigned == 0 {
+		return true
+	}
+	if c, ok := stmt.Clauses["ON CONFLICT"]; ok {
+		if oc, _ := c.Expression.(clause.OnConflict); oc.DoNothing {
+			return false
+		}
+	}
+	return chosen == 0 || supportsReturning(db)
 }
 
 // modelKeys returns the keys of the rows in rv (a struct or a slice of them)
@@ -525,48 +811,91 @@ func dedupe(refs []keyRef) []keyRef {
 	return out
 }
 
+// mergeFenced adds to refs the keys fenced before an auto-commit SQL ran.
+func mergeFenced(refs []keyRef, fenced map[string]rowWrite) []keyRef {
+	if len(fenced) == 0 {
+		return refs
+	}
+	have := make(map[string]bool, len(refs))
+	for _, r := range refs {
+		have[r.key.row] = true
+	}
+	for k, w := range fenced {
+		if !have[k] {
+			refs = append(refs, keyRef{key: w.key})
+		}
+	}
+	return refs
+}
+
+// readBackChunk bounds the keys one read-back query names.
+const readBackChunk = 1000
+
 // readBack reads the written rows as the database now has them, through the
 // statement's own connection (so inside its transaction), and returns one
 // write per key: the row's entry, or its absence.
 func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite, error) {
 	ctx := db.Statement.Context
 	writes := make([]rowWrite, len(refs))
-	have := make(map[string]bool, len(refs))
+	var keys []any // one value per key, or one []any per composite key
 	for i, r := range refs {
 		writes[i] = rowWrite{key: r.key, kind: kindAbsent, fp: mi.fp}
-		have[r.key.row] = true
 		if r.vals == nil {
 			writes[i].kind = kindDrop // fenced by an earlier step, values unknown
+			continue
+		}
+		if len(mi.pks) == 1 {
+			keys = append(keys, r.vals[0])
+		} else {
+			keys = append(keys, r.vals)
 		}
 	}
-	exprs := pkExprs(mi, refs)
-	if len(exprs) == 0 {
+	if len(keys) == 0 {
 		return writes, nil
 	}
-	found, err := p.loadRows(db, mi, exprs, false)
-	if err != nil {
-		return writes, err
+	// The keys go in one IN list per readBackChunk of them: an OR of one
+	// condition per key hits SQLite's expression depth limit (1000) on big
+	// batches, and every database bounds the parameters of one statement.
+	var column any
+	if len(mi.pks) == 1 {
+		column = clause.Column{Table: clause.CurrentTable, Name: mi.pks[0].DBName}
+	} else {
+		cols := make([]clause.Column, len(mi.pks))
+		for j, f := range mi.pks {
+			cols[j] = clause.Column{Table: clause.CurrentTable, Name: f.DBName}
+		}
+		column = cols
 	}
-	// A row found under another spelling of its key (a case-insensitive
-	// collation matched "abc" to the stored "ABC") is written under its
-	// real key, which the fence that follows covers too.
-	for k, row := range found {
-		if !have[k] {
-			key, _ := mi.keyOf(ctx, p, row)
-			writes = append(writes, rowWrite{key: key, kind: kindAbsent, fp: mi.fp})
+	found := make(map[string]reflect.Value, len(keys))
+	foundKeys := make(map[string]rowKey, len(keys))
+	for start := 0; start < len(keys); start += readBackChunk {
+		chunk := keys[start:min(start+readBackChunk, len(keys))]
+		rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
+		q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: context.WithValue(ctx, internalQuery{}, true)})
+		if err := q.Model(rows.Interface()).Where(clause.IN{Column: column, Values: chunk}).Find(rows.Interface()).Error; err != nil {
+			return writes, err
+		}
+		for i := 0; i < rows.Elem().Len(); i++ {
+			row := rows.Elem().Index(i)
+			if k, ok := mi.keyOf(ctx, p, row); ok {
+				found[k.row] = row
+				foundKeys[k.row] = k
+			}
 		}
 	}
+	named := make(map[string]bool, len(writes))
 	for i := range writes {
 		w := &writes[i]
+		named[w.key.row] = true
 		if w.kind == kindDrop {
 			continue
 		}
 		row, ok := found[w.key.row]
 		if !ok {
+			// An absence is cached for integer keys only: a string key may
+			// match a row spelled otherwise (see below), and an insert of
+			// such a row would fence its own key, not this one.
 			if p.cfg.NotFoundTTL < 0 || !mi.intKeys {
-				// A string key may match another spelling of itself (MySQL's
-				// case-insensitive collations): its absence is not cached,
-				// as on the read path (see fill).
 				w.kind = kindDrop
 			}
 			w.ttl = p.cfg.NotFoundTTL
@@ -578,121 +907,17 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 			w.kind = kindDrop
 			continue
 		}
-		// Jitter per row: a batch must not expire all at once.
-		w.kind, w.entry, w.ttl = kindValue, entry, p.ttl(mi.ttl)
+		w.kind, w.entry, w.ttl = kindValue, entry, p.ttl(mi.ttl) // jitter per row
+	}
+	// Rows the database matched under another spelling of a key (MySQL
+	// compares strings regardless of case and trailing spaces) were
+	// changed by the statement too: their own keys are fenced and dropped.
+	for k, key := range foundKeys {
+		if !named[k] {
+			writes = append(writes, rowWrite{key: key, kind: kindDrop, fp: mi.fp})
+		}
 	}
 	return writes, nil
-}
-
-// loadRows reads the rows matching any of exprs through the statement's
-// own connection, by their real key. lock adds FOR UPDATE where the dialect
-// has it, so that rows read before a DELETE are the rows it deletes.
-func (p *Plugin) loadRows(db *gorm.DB, mi *modelInfo, exprs []clause.Expression, lock bool) (map[string]reflect.Value, error) {
-	ctx := db.Statement.Context
-	rows := reflect.New(reflect.SliceOf(reflect.PointerTo(mi.schema.ModelType)))
-	q := db.Session(&gorm.Session{NewDB: true, SkipHooks: true, Context: context.WithValue(ctx, internalQuery{}, true)})
-	q = q.Model(rows.Interface()).Where(clause.Or(exprs...))
-	if lock && db.Dialector.Name() != "sqlite" {
-		q = q.Clauses(clause.Locking{Strength: clause.LockingStrengthUpdate})
-	}
-	if err := q.Find(rows.Interface()).Error; err != nil {
-		return nil, err
-	}
-	found := make(map[string]reflect.Value, rows.Elem().Len())
-	for i := 0; i < rows.Elem().Len(); i++ {
-		row := rows.Elem().Index(i)
-		if k, ok := mi.keyOf(ctx, p, row); ok {
-			found[k.row] = row
-		}
-	}
-	return found, nil
-}
-
-// pkExprs turns keys into conditions on the primary key.
-func pkExprs(mi *modelInfo, refs []keyRef) []clause.Expression {
-	var exprs []clause.Expression
-	for _, r := range refs {
-		if r.vals == nil {
-			continue
-		}
-		eqs := make([]clause.Expression, len(mi.pks))
-		for j, f := range mi.pks {
-			eqs[j] = clause.Eq{Column: clause.Column{Table: clause.CurrentTable, Name: f.DBName}, Value: r.vals[j]}
-		}
-		exprs = append(exprs, clause.And(eqs...))
-	}
-	return exprs
-}
-
-// realKeysBeforeDelete reads, before a DELETE on a model with string keys,
-// the real keys of the rows it will remove: "abc" may match a stored "ABC"
-// under a case-insensitive collation, and once the row is gone its real key
-// cannot be learnt any more. The rows are locked (FOR UPDATE) where the
-// dialect can, so that they are the rows the DELETE removes.
-func (p *Plugin) realKeysBeforeDelete(db *gorm.DB, mi *modelInfo, refs []keyRef) []keyRef {
-	exprs := pkExprs(mi, refs)
-	if len(exprs) == 0 {
-		return nil
-	}
-	found, err := p.loadRows(db, mi, exprs, true)
-	if err != nil {
-		db.AddError(fmt.Errorf("writethrough: reading the rows a delete removes: %w", err))
-		return nil
-	}
-	var real []keyRef
-	for _, row := range found {
-		real = append(real, p.modelKeys(db.Statement.Context, mi, row)...)
-	}
-	return real
-}
-
-// changesKey reports whether an UPDATE moved a row to a primary key outside
-// the keys it was fenced on (refs, named before the SQL). Nobody fenced the
-// new key, so the caller falls back to the table. GORM drops the SET clause
-// once the UPDATE ran, so this looks at what it leaves: the values given
-// (a map or another struct) and the model, which GORM updates in place.
-func (p *Plugin) changesKey(db *gorm.DB, mi *modelInfo, refs []keyRef) bool {
-	stmt := db.Statement
-	fenced := make(map[string]bool, len(refs))
-	for _, r := range refs {
-		fenced[r.key.row] = true
-	}
-	outside := func(rv reflect.Value) bool {
-		for _, r := range p.modelKeys(stmt.Context, mi, rv) {
-			if !fenced[r.key.row] {
-				return true
-			}
-		}
-		return false
-	}
-	if m, ok := stmt.Dest.(map[string]any); ok {
-		for _, f := range mi.pks {
-			v, ok := m[f.DBName]
-			if !ok {
-				v, ok = m[f.Name]
-			}
-			if !ok {
-				continue
-			}
-			part, ok := keyPart(f, v)
-			if !ok || len(mi.pks) > 1 || !fenced[mi.key(p.cfg.Prefix, p.cfg.TableShards, []string{part}).row] {
-				return true
-			}
-		}
-	} else if stmt.Dest != nil && stmt.Dest != stmt.Model && outside(reflect.ValueOf(stmt.Dest)) {
-		return true
-	}
-	return outside(stmt.ReflectValue)
-}
-
-// dropAll turns fenced keys into drops.
-func dropAll(fenced map[string]rowWrite) []rowWrite {
-	out := make([]rowWrite, 0, len(fenced))
-	for _, w := range fenced {
-		w.kind = kindDrop
-		out = append(out, w)
-	}
-	return out
 }
 
 // encode turns a row into a sealed entry.
@@ -839,12 +1064,8 @@ func (mi *modelInfo) allShards(p *Plugin) []pendingTable {
 	return out
 }
 
-// allShardRows names the generation keys of every shard; the invalidation
+// shardRowsOf names the generation keys of table shards; the invalidation
 // queue bumps them when a table-level fence could not be taken.
-func (mi *modelInfo) allShardRows(p *Plugin) []string {
-	return p.shardRowsOf(mi.allShards(p))
-}
-
 func (p *Plugin) shardRowsOf(tables []pendingTable) []string {
 	out := make([]string, len(tables))
 	for i, t := range tables {

@@ -386,7 +386,7 @@ func (l *histLog) writeFailed(kind string, err error) {
 }
 
 var (
-	errHistoryRollback          = errors.New("history: roll back on purpose")
+	errHistoryRollback   = errors.New("history: roll back on purpose")
 	errSavepointRollback = errors.New("history: roll back the savepoint on purpose")
 )
 

@@ -15,8 +15,9 @@ import (
 
 // Invalidate drops the cached entries of the given models (structs, pointers
 // to structs, or slices of them, with their primary keys set). Use it after
-// writing rows in a way the plugin does not see, such as raw SQL through
-// db.Exec, once that write has committed. Readers use the database for
+// writing rows in a way the plugin does not see — raw SQL its detector does
+// not recognise (see raw.go), a trigger that writes other rows, another
+// application — once that write has committed. Readers use the database for
 // Config.ContendedTTL, then fill again.
 func (p *Plugin) Invalidate(ctx context.Context, models ...any) error {
 	var keys []string

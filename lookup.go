@@ -55,8 +55,7 @@ func (p *Plugin) planLookupInto(db *gorm.DB, lk *lookup) bool {
 	stmt := db.Statement
 	// DryRun (and ToSQL) only builds the SQL: no answer, so nothing to
 	// serve, and an empty result that must not be cached as "not found".
-	if db.DryRun || stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct ||
-		stmt.TableExpr != nil || stmt.Table != stmt.Schema.Table ||
+	if db.DryRun || stmt.Schema == nil || stmt.SQL.Len() > 0 || stmt.Unscoped || stmt.Distinct || !ownTable(stmt) ||
 		len(stmt.Selects) > 0 || len(stmt.Omits) > 0 || len(stmt.Joins) > 0 ||
 		inTransaction(stmt.ConnPool) {
 		return false
@@ -286,6 +285,9 @@ func (pp *pkPins) addAll(p *Plugin, mi *modelInfo, stmt *gorm.Statement, exprs [
 	if pp.vals == nil {
 		pp.vals = make([][]any, len(mi.pks))
 	}
+	if joinsWithOr(exprs) {
+		return false // a disjunction pins nothing
+	}
 	for _, e := range exprs {
 		if !pp.addExpr(mi, stmt, e) {
 			if pure || !narrowsOnly(e) {
@@ -364,6 +366,9 @@ func (pp *pkPins) addExpr(mi *modelInfo, stmt *gorm.Statement, e clause.Expressi
 		}
 		return pp.add(i, vals)
 	case clause.AndConditions:
+		if joinsWithOr(x.Exprs) {
+			return false
+		}
 		for _, sub := range x.Exprs {
 			if !pp.addExpr(mi, stmt, sub) {
 				return false
@@ -372,6 +377,22 @@ func (pp *pkPins) addExpr(mi *modelInfo, stmt *gorm.Statement, e clause.Expressi
 		return true
 	case clause.Expr:
 		return pp.addSQL(mi, stmt, x)
+	}
+	return false
+}
+
+// joinsWithOr reports whether GORM joins some of exprs with OR: a
+// single-expression OrConditions after another expression (Where(a).Or(b))
+// is written as "a OR b", which widens the condition instead of narrowing
+// it, so no pin taken from a can bound the rows it matches.
+func joinsWithOr(exprs []clause.Expression) bool {
+	if len(exprs) < 2 {
+		return false
+	}
+	for _, e := range exprs {
+		if or, ok := e.(clause.OrConditions); ok && len(or.Exprs) == 1 {
+			return true
+		}
 	}
 	return false
 }
@@ -557,6 +578,14 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 	if len(parts) != len(e.Vars) {
 		return false
 	}
+	// Every part must be understood before any is pinned: in
+	// "id = ? AND stock > 5 OR id = ?" the second part does not parse, and
+	// a pin taken from the first would bound rows the OR does not.
+	type pin struct {
+		i    int
+		vals []any
+	}
+	pins := make([]pin, 0, len(parts))
 	for k, part := range parts {
 		col, in, paren, ok := parseCondition(part)
 		if !ok {
@@ -581,15 +610,16 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 				}
 				vals = []any{v}
 			}
-			if !pp.add(i, vals) {
-				return false
-			}
+			pins = append(pins, pin{i, vals})
 			continue
 		}
 		if _, isList := listValues(v); isList {
 			return false
 		}
-		if !pp.add(i, []any{v}) {
+		pins = append(pins, pin{i, []any{v}})
+	}
+	for _, pn := range pins {
+		if !pp.add(pn.i, pn.vals) {
 			return false
 		}
 	}

@@ -143,7 +143,7 @@ func TestPolicyStrictRedisDown(t *testing.T) {
 			t.Run(m.name, func(t *testing.T) {
 				e, px := newProxiedEnv(t, b, Config{}, m.gcfg())
 				p, key := newProduct(t, e)
-				warm(t, e, p.ID)
+				warmProduct(t, e, p.ID)
 				old := peek(t, e, key)
 
 				px.setDown(true)
@@ -173,7 +173,7 @@ func TestPolicyStrictFenceReplyLost(t *testing.T) {
 				hook := &faultHook{}
 				e.rdb.AddHook(hook)
 				p, key := newProduct(t, e)
-				warm(t, e, p.ID)
+				warmProduct(t, e, p.ID)
 				hook.afterSend.Store(true)
 				hook.set(isFence)
 				err := m.write(e, p.ID, 200)
@@ -199,7 +199,7 @@ func TestPolicyAvailableRedisDown(t *testing.T) {
 				e, px := newProxiedEnv(t, b, cfg, m.gcfg())
 				other := twinOf(t, e, Config{}, nil) // another process, its Redis reachable
 				p, key := newProduct(t, e)
-				warm(t, e, p.ID)
+				warmProduct(t, e, p.ID)
 				old := peek(t, e, key)
 
 				px.setDown(true)
@@ -238,7 +238,7 @@ func TestPolicyAvailableDirtyKeysBypassTheCache(t *testing.T) {
 		hook := &faultHook{}
 		e.rdb.AddHook(hook)
 		p, key := newProduct(t, e)
-		warm(t, e, p.ID)
+		warmProduct(t, e, p.ID)
 		old := peek(t, e, key)
 		writes := func(cmd redis.Cmder) bool {
 			switch strings.ToLower(cmd.Name()) {
@@ -277,7 +277,7 @@ func TestPolicyAvailableInvalidationWaitsForCommit(t *testing.T) {
 		cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 		e, px := newProxiedEnv(t, b, cfg, &gorm.Config{})
 		p, key := newProduct(t, e)
-		warm(t, e, p.ID)
+		warmProduct(t, e, p.ID)
 		require.NoError(t, e.db.Transaction(func(tx *gorm.DB) error {
 			px.setDown(true)
 			if err := setPrice(p.ID, 200)(tx); err != nil {

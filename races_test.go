@@ -23,7 +23,7 @@ import (
 // Race 1: a reader misses, reads the old row, a writer commits and writes
 // the cache, then the reader's fill of the old row must be dropped.
 func TestRace1StaleFill(t *testing.T) {
-	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
+	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
 		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
 		p, key := newProduct(t, e)
 		g := newGate()
@@ -51,10 +51,10 @@ func TestRace1StaleFill(t *testing.T) {
 // v1. The late finish must not store v1: the key becomes CONTENDED and
 // readers get v2 from the database.
 func TestRace2ReorderedWriters(t *testing.T) {
-	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
+	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
 		e := newEnvWith(t, b, Config{ContendedTTL: 5 * time.Second}, gcfg(), &Product{})
 		p, key := newProduct(t, e)
-		warm(t, e, p.ID)
+		warmProduct(t, e, p.ID)
 		g := newGate()
 		e.plugin.hooks = &testHooks{beforeFinish: func() bool {
 			g.pass() // only the first writer stops: after COMMIT, before its finish
@@ -122,7 +122,7 @@ func TestRace3AfterRollback(t *testing.T) {
 	forEachBackendT(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p, key := newProduct(t, e)
-		warm(t, e, p.ID)
+		warmProduct(t, e, p.ID)
 		g := newGate()
 		e.plugin.hooks = &testHooks{beforeFinish: func() bool {
 			g.pass() // the rolled-back transaction stops before releasing
@@ -158,8 +158,8 @@ func TestRace3SavepointRollback(t *testing.T) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p, key := newProduct(t, e)
 		q, qkey := newProduct(t, e)
-		warm(t, e, p.ID)
-		warm(t, e, q.ID)
+		warmProduct(t, e, p.ID)
+		warmProduct(t, e, q.ID)
 		g := newGate()
 		e.plugin.hooks = &testHooks{afterCommit: g.pass}
 		writer := goWrite(func() error {
@@ -211,7 +211,7 @@ func TestRace4ReadsInTransaction(t *testing.T) {
 	forEachBackendT(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		warmP, wkey := newProduct(t, e)
-		warm(t, e, warmP.ID)
+		warmProduct(t, e, warmP.ID)
 		wold := peek(t, e, wkey)
 		cold, ckey := newProduct(t, e)
 		table := tableOf(t, e, &Product{})
@@ -236,10 +236,10 @@ func TestRace4ReadsInTransaction(t *testing.T) {
 // database's state (never the pre-commit one) until the fence expires,
 // then the cache refills.
 func TestRace5CrashBeforeFinish(t *testing.T) {
-	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
+	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
 		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
 		p, key := newProduct(t, e)
-		warm(t, e, p.ID)
+		warmProduct(t, e, p.ID)
 		var crashed atomic.Bool
 		crashed.Store(true)
 		e.plugin.hooks = &testHooks{beforeFinish: func() bool { return !crashed.Load() }}
@@ -262,12 +262,12 @@ func TestRace5CrashBeforeFinish(t *testing.T) {
 func TestRace5LostFinish(t *testing.T) {
 	for _, replyLost := range []bool{false, true} {
 		t.Run(fmt.Sprintf("replyLost=%v", replyLost), func(t *testing.T) {
-			forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
+			forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
 				e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
 				hook := &faultHook{}
 				e.rdb.AddHook(hook)
 				p, key := newProduct(t, e)
-				warm(t, e, p.ID)
+				warmProduct(t, e, p.ID)
 				hook.afterSend.Store(replyLost)
 				hook.set(func(cmd redis.Cmder) bool { return isScript(cmd, finishScript) })
 				errsBefore := e.plugin.Stats().RedisErrors
@@ -296,7 +296,7 @@ func TestRace5LostFinish(t *testing.T) {
 // insert names its key or the database assigns it, and also when a reader's
 // fill of the absence races the insert.
 func TestRace6CachedAbsenceThenInsert(t *testing.T) {
-	forEachWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, _ func(*gorm.DB, uint, int64) error) {
+	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, _ func(*gorm.DB, uint, int64) error) {
 		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
 		seed, _ := newProduct(t, e)
 		for _, assigned := range []bool{true, false} { // Postgres: explicit ids do not advance the sequence
@@ -490,7 +490,7 @@ func TestRace8EvictedFence(t *testing.T) {
 			t.Run(fmt.Sprintf("evictContended=%v", evictContended), func(t *testing.T) {
 				e := newEnv(t, b, Config{}, &Product{})
 				p, key := newProduct(t, e)
-				warm(t, e, p.ID)
+				warmProduct(t, e, p.ID)
 				g := newGate()
 				e.plugin.hooks = &testHooks{beforeFill: func(row string) {
 					if row == key {
@@ -553,7 +553,7 @@ func TestRace8EvictedGeneration(t *testing.T) {
 	forEachBackendT(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{TableShards: 1}, &Product{})
 		p, key := newProduct(t, e)
-		warm(t, e, p.ID)
+		warmProduct(t, e, p.ID)
 		require.NoError(t, e.db.Model(&Product{}).Where("price > ?", 0).Update("stock", 9).Error, "a write the plugin cannot name rows for")
 		mi, err := e.plugin.modelOf(&Product{})
 		require.NoError(t, err)

@@ -169,7 +169,7 @@ func forEachTxMode(t *testing.T, modes []txMode, f func(t *testing.T, m txMode, 
 				ins := installInspector(t, e.db)
 				p := Product{Name: "lamp", Price: 100}
 				require.NoError(t, e.db.Create(&p).Error)
-				warm(t, e, p.ID)
+				warmProduct(t, e, p.ID)
 				f(t, m, e, ins, p)
 			})
 		}
@@ -272,7 +272,7 @@ func TestTxnSavepointRollbackNeverPublishes(t *testing.T) {
 		require.NoError(t, e.db.Create(&ps).Error)
 		b, c, d := ps[0], ps[1], ps[2]
 		for _, p := range ps {
-			warm(t, e, p.ID)
+			warmProduct(t, e, p.ID)
 		}
 		keys := map[string]string{}
 		olds := map[string]string{}
@@ -361,7 +361,7 @@ func TestTxnCreateAndDelete(t *testing.T) {
 				e := newEnv(t, b, Config{}, &Product{})
 				victim := Product{Name: "victim", Price: 100}
 				require.NoError(t, e.db.Create(&victim).Error)
-				warm(t, e, victim.ID)
+				warmProduct(t, e, victim.ID)
 				vkey := rowKeyFor(t, e, &Product{ID: victim.ID})
 				vold := peek(t, e, vkey)
 				// An id the insert will get, first read as absent and cached so.
@@ -499,7 +499,7 @@ func TestTxnLockingReadsUseTheDatabase(t *testing.T) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p := Product{Name: "lamp", Price: 100}
 		require.NoError(t, e.db.Create(&p).Error)
-		warm(t, e, p.ID)
+		warmProduct(t, e, p.ID)
 		e.queries()
 		for _, lock := range []clause.Locking{{Strength: "UPDATE"}, {Strength: "SHARE"}} {
 			if lock.Strength == "SHARE" && b.dialect == "mysql" {
@@ -525,7 +525,7 @@ func TestTxnIsolation(t *testing.T) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p := Product{Name: "lamp", Price: 100}
 		require.NoError(t, e.db.Create(&p).Error)
-		warm(t, e, p.ID)
+		warmProduct(t, e, p.ID)
 		tx := e.db.Begin(&sql.TxOptions{Isolation: sql.LevelRepeatableRead})
 		require.NoError(t, tx.Error)
 		defer tx.Rollback()

@@ -254,8 +254,8 @@ var errRollback = errors.New("test: roll back")
 
 func defaultGorm() *gorm.Config { return &gorm.Config{} }
 
-// warm makes sure the product is cached, and proves it with a hit.
-func warm(t testing.TB, e *env, id uint) {
+// warmProduct makes sure the product is cached, and proves it with a hit.
+func warmProduct(t testing.TB, e *env, id uint) {
 	t.Helper()
 	var got Product
 	require.NoError(t, e.db.First(&got, id).Error)
@@ -325,8 +325,8 @@ func (g *gate) await(t testing.TB) {
 
 func (g *gate) open() { close(g.release) }
 
-// writeModes are the ways a racing writer commits.
-var writeModes = []struct {
+// racingWriteModes are the ways a racing writer commits.
+var racingWriteModes = []struct {
 	name string
 	gcfg func() *gorm.Config
 	// write sets a product's price and returns when the call returned.
@@ -342,9 +342,9 @@ var writeModes = []struct {
 		}},
 }
 
-func forEachWriteMode(t *testing.T, f func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(db *gorm.DB, id uint, price int64) error)) {
+func forEachRacingWriteMode(t *testing.T, f func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(db *gorm.DB, id uint, price int64) error)) {
 	forEachBackendT(t, func(t *testing.T, b backend) {
-		for _, m := range writeModes {
+		for _, m := range racingWriteModes {
 			t.Run(m.name, func(t *testing.T) { f(t, b, m.gcfg, m.write) })
 		}
 	})

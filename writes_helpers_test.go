@@ -1,0 +1,272 @@
+package writethrough
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
+)
+
+// Helpers for the write-shape tests: each test writes through GORM with the
+// plugin, then reads the rows back through the plugin and compares them
+// with what a plain GORM (no plugin) reads from the same database.
+
+// writeMode is how a test's writes reach the database: in GORM's own
+// per-statement transaction, in auto-commit (SkipDefaultTransaction), or
+// inside a transaction the caller opened.
+type writeMode struct {
+	name    string
+	skipTx  bool // gorm.Config.SkipDefaultTransaction
+	inTx    bool // run each write inside db.Transaction
+	prepare bool // gorm.Config.PrepareStmt
+}
+
+var writeModes = []writeMode{
+	{name: "default-tx"},
+	{name: "autocommit", skipTx: true},
+	{name: "user-tx", inTx: true},
+	{name: "prepared-user-tx", inTx: true, prepare: true},
+}
+
+// writeEnv is a test's world plus the plain database and the write mode.
+type writeEnv struct {
+	*env
+	plain *gorm.DB
+	mode  writeMode
+}
+
+// forEachWriteMode runs f per backend and per write mode.
+func forEachWriteMode(t *testing.T, models []any, f func(t *testing.T, w *writeEnv)) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, m := range writeModes {
+			t.Run(m.name, func(t *testing.T) {
+				e := newEnvWith(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: m.skipTx, PrepareStmt: m.prepare}, models...)
+				f(t, &writeEnv{env: e, plain: e.plainDB(), mode: m})
+			})
+		}
+	})
+}
+
+// newWriteEnv is forEachWriteMode's env for tests that need one mode only.
+func newWriteEnv(t *testing.T, b backend, cfg Config, gcfg *gorm.Config, models ...any) *writeEnv {
+	e := newEnvWith(t, b, cfg, gcfg, models...)
+	return &writeEnv{env: e, plain: e.plainDB(), mode: writeModes[0]}
+}
+
+// write runs one write the way the mode says and requires it to succeed.
+func (w *writeEnv) write(t *testing.T, f func(db *gorm.DB) error) {
+	t.Helper()
+	if w.mode.inTx {
+		require.NoError(t, w.db.Transaction(func(tx *gorm.DB) error { return f(tx) }))
+		return
+	}
+	require.NoError(t, f(w.db))
+}
+
+// check reads every id through the plugin and from the plain database and
+// requires the same answer (the same row, or not found for both). With hit
+// set, every plugin read must also be served without a database query.
+func check[T any](t *testing.T, w *writeEnv, hit bool, ids ...any) {
+	t.Helper()
+	for _, id := range ids {
+		var want, got T
+		wantErr := w.plain.First(&want, id).Error
+		w.queries()
+		before := w.plugin.Stats()
+		gotErr := w.db.First(&got, id).Error
+		n := w.queries()
+		after := w.plugin.Stats()
+		if wantErr != nil {
+			require.ErrorIs(t, wantErr, gorm.ErrRecordNotFound, "plain read of %v", id)
+			require.ErrorIs(t, gotErr, gorm.ErrRecordNotFound, "id %v: the database has no row but the plugin served %s", id, canon(got))
+		} else {
+			require.NoError(t, gotErr, "id %v", id)
+			require.Equal(t, canon(want), canon(got), "id %v: the plugin serves a row the database does not hold", id)
+		}
+		if hit {
+			// Statements are not counted under PrepareStmt; the plugin's
+			// own counters are, in every mode.
+			require.Zero(t, n, "id %v: expected a cache hit (write-through), the read went to the database", id)
+			require.True(t, after.Hits == before.Hits+1 && after.Misses == before.Misses && after.Bypasses == before.Bypasses,
+				"id %v: expected a cache hit (write-through); stats before %+v after %+v", id, before, after)
+		}
+	}
+}
+
+// checkMany reads ids (at most 1000, integer keys) through the plugin with
+// one Find and from the plain database, requires the same rows, and with
+// hit set requires every row to be served from the cache.
+func checkMany[T any](t *testing.T, w *writeEnv, hit bool, ids ...any) {
+	t.Helper()
+	var want, got []T
+	require.NoError(t, w.plain.Order("id").Find(&want, ids).Error)
+	w.queries()
+	before := w.plugin.Stats()
+	require.NoError(t, w.db.Find(&got, ids).Error)
+	n := w.queries()
+	after := w.plugin.Stats()
+	require.Equal(t, canon(want), canon(got), "the plugin serves rows the database does not hold")
+	if hit {
+		require.Zero(t, n, "expected cache hits (write-through), the read went to the database")
+		require.Equal(t, before.Hits+uint64(len(ids)), after.Hits, "expected every row to be a hit")
+	}
+}
+
+// checkAll compares every row of T (plain read, Unscoped) through the
+// plugin, keyed by primary key, so no row a write may have touched is left out.
+func checkAll[T any](t *testing.T, w *writeEnv, hit bool, extra ...any) {
+	t.Helper()
+	var rows []T
+	require.NoError(t, w.plain.Unscoped().Find(&rows).Error)
+	ids := append([]any{}, extra...)
+	for i := range rows {
+		ids = append(ids, pkOf(t, w, &rows[i]))
+	}
+	check[T](t, w, hit, ids...)
+}
+
+// pkOf returns the single primary-key value of a row.
+func pkOf(t *testing.T, w *writeEnv, row any) any {
+	t.Helper()
+	stmt := &gorm.Statement{DB: w.plain}
+	require.NoError(t, stmt.Parse(row))
+	require.Len(t, stmt.Schema.PrimaryFields, 1)
+	v, _ := stmt.Schema.PrimaryFields[0].ValueOf(context.Background(), reflect.ValueOf(row).Elem())
+	return v
+}
+
+// warm reads ids through the plugin twice, so they are cached (rows, and
+// "not found" for absent ids), and requires the second read to be a hit.
+// It reads with Find: a First that finds nothing does not cache the absence.
+func warm[T any](t *testing.T, w *writeEnv, ids ...any) {
+	t.Helper()
+	for _, id := range ids {
+		var r []T
+		require.NoError(t, w.db.Find(&r, id).Error)
+		w.queries()
+		before := w.plugin.Stats()
+		require.NoError(t, w.db.Find(&r, id).Error)
+		require.Zero(t, w.queries(), "warming id %v: the second read must be a hit", id)
+		require.Equal(t, before.Hits+1, w.plugin.Stats().Hits, "warming id %v: the second read must be a hit", id)
+	}
+}
+
+// canon renders a value for comparison: exported fields by name, times in
+// UTC with full precision, pointers followed.
+func canon(v any) string {
+	var b strings.Builder
+	canonValue(&b, reflect.ValueOf(v), 0)
+	return b.String()
+}
+
+var timeType = reflect.TypeOf(time.Time{})
+
+func canonValue(b *strings.Builder, v reflect.Value, depth int) {
+	if depth > 6 {
+		b.WriteString("…")
+		return
+	}
+	if !v.IsValid() {
+		b.WriteString("nil")
+		return
+	}
+	if v.Type() == timeType {
+		b.WriteString(v.Interface().(time.Time).UTC().Format(time.RFC3339Nano))
+		return
+	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if v.IsNil() {
+			b.WriteString("nil")
+			return
+		}
+		canonValue(b, v.Elem(), depth+1)
+	case reflect.Struct:
+		b.WriteString("{")
+		for i := 0; i < v.NumField(); i++ {
+			f := v.Type().Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			fmt.Fprintf(b, "%s:", f.Name)
+			canonValue(b, v.Field(i), depth+1)
+			b.WriteString(" ")
+		}
+		b.WriteString("}")
+	case reflect.Slice, reflect.Array:
+		if v.Type().Elem().Kind() == reflect.Uint8 {
+			fmt.Fprintf(b, "%q", v.Bytes())
+			return
+		}
+		b.WriteString("[")
+		for i := 0; i < v.Len(); i++ {
+			canonValue(b, v.Index(i), depth+1)
+			b.WriteString(",")
+		}
+		b.WriteString("]")
+	case reflect.Map:
+		keys := v.MapKeys()
+		sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i]) < fmt.Sprint(keys[j]) })
+		b.WriteString("map[")
+		for _, k := range keys {
+			fmt.Fprintf(b, "%v:", k)
+			canonValue(b, v.MapIndex(k), depth+1)
+			b.WriteString(" ")
+		}
+		b.WriteString("]")
+	default:
+		fmt.Fprintf(b, "%v", v.Interface())
+	}
+}
+
+// redisCounter counts round trips to Redis: one per command sent alone,
+// one per pipeline.
+type redisCounter struct{ n atomic.Int64 }
+
+func (c *redisCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *redisCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *redisCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// countRedis installs a redisCounter on the env's client.
+func countRedis(e *env) *redisCounter {
+	c := &redisCounter{}
+	e.rdb.AddHook(c)
+	return c
+}
+
+// rawKey returns what Redis holds at a row's key ("" when nothing).
+func rawKey(t *testing.T, e *env, model any, id any) string {
+	t.Helper()
+	mi, err := e.plugin.modelOf(model)
+	require.NoError(t, err)
+	part, ok := keyPart(mi.pks[0], id)
+	require.True(t, ok)
+	k := mi.key(e.plugin.cfg.Prefix, e.plugin.cfg.TableShards, []string{part})
+	v, err := e.rdb.Get(context.Background(), k.row).Result()
+	if errors.Is(err, redis.Nil) {
+		return ""
+	}
+	require.NoError(t, err)
+	return v
+}
