@@ -467,14 +467,16 @@ func TestRace7Stampede(t *testing.T) {
 			t.Logf("%s: two processes, %d unforced concurrent misses, 5 runs: %v database queries", b.name, n, unforced)
 			// The process holding the lease makes one query for all its
 			// readers. Readers in the other process see a lease that is not
-			// theirs and read the database each, without filling: one
-			// process cannot wait on another's fill, and sharing one
-			// reader's database answer between them is not safe (a
-			// table-level write leaves a lease in place, so seeing the same
-			// lease does not prove both reads started after the write).
-			require.LessOrEqual(t, q, int64(1+n/2))
+			// theirs and re-read Redis with backoff until it is filled
+			// (awaitForeignFills), instead of each reading the database:
+			// a few queries in all, not one per reader. (Sharing one
+			// reader's database answer between processes would not be
+			// safe: a table-level write leaves a lease in place, so seeing
+			// the same lease does not prove both reads started after it.)
+			const few = 3
+			require.LessOrEqual(t, q, int64(few))
 			for _, q := range unforced {
-				require.LessOrEqual(t, q, int64(1+n/2))
+				require.LessOrEqual(t, q, int64(few))
 			}
 		})
 	})

@@ -98,6 +98,8 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 		}
 	}
 
+	p.awaitForeignFills(ctx, lk, leaseID, states, entries, replies)
+
 	all := true
 	for _, s := range states {
 		if s != stateHit && s != stateAbsent {
@@ -137,6 +139,59 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 	}
 	callbacks.Query(db)
 	p.fill(db, lk, states, leaseID, fl)
+}
+
+// awaitForeignFills gives keys that another process is filling (its lease
+// is on them) a short while to be filled, re-reading them with backoff for
+// at most min(ReadTimeout, LeaseTTL), so that a stampede spread over many
+// processes costs about one database query instead of one per reader of
+// every process but the lease holder's. A re-read that finds the entry is
+// as fresh as any hit (it happens after this read started); one that finds
+// the key empty takes the lease itself. Keys still leased at the end go to
+// the database, as before.
+func (p *Plugin) awaitForeignFills(ctx context.Context, lk *lookup, leaseID string, states []readState, entries [][]byte, replies []string) {
+	budget := min(p.cfg.ReadTimeout, p.cfg.LeaseTTL)
+	if budget <= 0 {
+		return
+	}
+	var idx []int
+	foreign := func() []int {
+		idx = idx[:0]
+		for i, s := range states {
+			if s == stateBypass && len(replies[i]) > 0 && replies[i][0] == 'L' && !strings.HasPrefix(replies[i], "L"+p.token) {
+				idx = append(idx, i)
+			}
+		}
+		return idx
+	}
+	if len(foreign()) == 0 {
+		return
+	}
+	deadline := time.Now().Add(budget)
+	delay := time.Millisecond
+	for len(foreign()) > 0 && time.Now().Add(delay).Before(deadline) {
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay *= 2
+		sub := &lookup{mi: lk.mi, refs: make([]keyRef, len(idx))}
+		for j, i := range idx {
+			sub.refs[j] = lk.refs[i]
+		}
+		again := make([]string, len(idx))
+		if err := p.readKeys(ctx, sub, leaseID, again); err != nil {
+			p.stats.redisErrors.Add(1)
+			return
+		}
+		for j, i := range idx {
+			replies[i] = again[j]
+			states[i], entries[i] = p.classify(ctx, lk, i, again[j], leaseID)
+		}
+	}
 }
 
 // readKeys runs the read script for every key of the lookup in one round
