@@ -215,7 +215,6 @@ func (e *env) plainDB() *gorm.DB {
 type countingPool struct {
 	inner *sql.DB
 	n     atomic.Int64
-	log   atomic.Pointer[[]string]
 }
 
 func (c *countingPool) reset() int64 { return c.n.Swap(0) }

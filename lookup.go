@@ -39,19 +39,10 @@ type pkPins struct {
 	other bool    // a condition on something else was seen
 }
 
-// planLookup returns the lookup for a query statement, or nil when the
-// statement must go to the database.
-func (p *Plugin) planLookup(db *gorm.DB) *lookup {
-	lk := new(lookup)
-	if !p.planLookupInto(db, lk) {
-		return nil
-	}
-	return lk
-}
-
-// planLookupInto is planLookup writing into the caller's lookup, which the
-// query callback keeps on its stack.
-func (p *Plugin) planLookupInto(db *gorm.DB, lk *lookup) bool {
+// planLookup fills lk for a query statement the cache can answer, and
+// reports false when the statement must go to the database. The caller keeps
+// lk on its stack.
+func (p *Plugin) planLookup(db *gorm.DB, lk *lookup) bool {
 	stmt := db.Statement
 	// DryRun (and ToSQL) only builds the SQL: no answer, so nothing to
 	// serve, and an empty result that must not be cached as "not found".

@@ -26,7 +26,7 @@ func (p *Plugin) query(db *gorm.DB) {
 		return
 	}
 	var lk lookup
-	if !p.planLookupInto(db, &lk) {
+	if !p.planLookup(db, &lk) {
 		if !isInternal(db.Statement) {
 			p.stats.bypasses.Add(1)
 		}

@@ -2,7 +2,6 @@ package writethrough
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -253,20 +252,4 @@ func countRedis(e *env) *redisCounter {
 	c := &redisCounter{}
 	e.rdb.AddHook(c)
 	return c
-}
-
-// rawKey returns what Redis holds at a row's key ("" when nothing).
-func rawKey(t *testing.T, e *env, model any, id any) string {
-	t.Helper()
-	mi, err := e.plugin.modelOf(model)
-	require.NoError(t, err)
-	part, ok := keyPart(mi.pks[0], id)
-	require.True(t, ok)
-	k := mi.key(e.plugin.cfg.Prefix, e.plugin.cfg.TableShards, []string{part})
-	v, err := e.rdb.Get(context.Background(), k.row).Result()
-	if errors.Is(err, redis.Nil) {
-		return ""
-	}
-	require.NoError(t, err)
-	return v
 }
