@@ -10,6 +10,8 @@ import (
 // GORM wiring: the callbacks the plugin registers, the statement state they
 // hand each other, and how the plugin's own queries are told apart.
 
+// registerCallbacks installs the plugin's callbacks. Their names are part of
+// the plugin's interface: applications order their own callbacks around them.
 func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	cb := db.Callback()
 	return errors.Join(
