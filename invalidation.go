@@ -4,13 +4,9 @@ import (
 	"context"
 	"fmt"
 	"reflect"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
-	"gorm.io/gorm"
 )
 
 // Invalidate drops the cached entries of the given models (structs, pointers
@@ -50,65 +46,10 @@ func (p *Plugin) InvalidateTable(ctx context.Context, model any) error {
 	if err != nil {
 		return err
 	}
-	if err := p.bumpTable(ctx, mi.tableEsc); err != nil {
+	if err := p.bump(ctx, genKeys(mi.allShards(p))); err != nil {
 		return fmt.Errorf("writethrough: invalidate table %s: %w", mi.schema.Table, err)
 	}
 	return nil
-}
-
-// modelOf parses a model's schema the way the *gorm.DB the plugin is
-// installed on does.
-func (p *Plugin) modelOf(model any) (*modelInfo, error) {
-	if p.db == nil {
-		return nil, fmt.Errorf("writethrough: the plugin is not installed (db.Use)")
-	}
-	stmt := &gorm.Statement{DB: p.db}
-	if err := stmt.Parse(model); err != nil {
-		return nil, fmt.Errorf("writethrough: %T: %w", model, err)
-	}
-	return p.model(stmt.Schema), nil
-}
-
-// bumpTable bumps the generation of every shard of a table.
-func (p *Plugin) bumpTable(ctx context.Context, tableEsc string) error {
-	mi := &modelInfo{tableEsc: tableEsc}
-	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
-		_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for i := 0; i < p.cfg.TableShards; i++ {
-				gen, _ := mi.shardKeys(p.cfg.Prefix, i)
-				bumpScript.EvalSha(ctx, pipe, []string{gen})
-			}
-			return nil
-		})
-		return err
-	})
-	if err == nil {
-		p.stats.invalidations.Add(uint64(p.cfg.TableShards))
-	}
-	return err
-}
-
-// poison marks row keys contended: any entry, lease or fence on them is
-// replaced, so no fill that began before can land, and readers use the
-// database until it expires. Generation keys (":g") are bumped instead.
-func (p *Plugin) poison(ctx context.Context, keys []string) error {
-	err := p.withTimeout(ctx, p.cfg.WriteTimeout, func(ctx context.Context) error {
-		_, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for _, k := range keys {
-				if strings.HasSuffix(k, "}:g") { // a shard generation; row keys never end so ('}' is escaped)
-					bumpScript.EvalSha(ctx, pipe, []string{k})
-				} else {
-					pipe.Set(ctx, k, "C", p.cfg.ContendedTTL)
-				}
-			}
-			return nil
-		})
-		return err
-	})
-	if err == nil {
-		p.stats.invalidations.Add(uint64(len(keys)))
-	}
-	return err
 }
 
 // dirtyKeys are keys whose writes committed without a fence (policy

@@ -56,6 +56,56 @@ func isPlainKeyByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
 }
 
+// keyRef is a row key with the primary-key values it was built from, which
+// are used to read the row back.
+type keyRef struct {
+	key  rowKey
+	vals []any
+}
+
+// dedupe drops repeated keys from refs, keeping the first of each.
+func dedupe(refs []keyRef) []keyRef {
+	if len(refs) < 2 {
+		return refs
+	}
+	seen := make(map[string]bool, len(refs))
+	out := refs[:0]
+	for _, r := range refs {
+		if !seen[r.key.row] {
+			seen[r.key.row] = true
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// tableShard names one shard of a table for a table-level write: its
+// generation and fence keys.
+type tableShard struct{ gen, fence string }
+
+// allShards lists the table's shards, for a table-level write.
+func (mi *modelInfo) allShards(p *Plugin) []tableShard {
+	out := make([]tableShard, p.cfg.TableShards)
+	for i := range out {
+		out[i].gen, out[i].fence = mi.shardKeys(p.cfg.Prefix, i)
+	}
+	return out
+}
+
+// genKeys names the generation keys of table shards; the invalidation
+// queue bumps them when a table-level fence could not be taken.
+func genKeys(tables []tableShard) []string {
+	out := make([]string, len(tables))
+	for i, t := range tables {
+		out[i] = t.gen
+	}
+	return out
+}
+
+// isGenKey reports whether k is a shard's generation key rather than a row
+// key. Row keys never end so: '}' in a key value is escaped.
+func isGenKey(k string) bool { return strings.HasSuffix(k, "}:g") }
+
 // shardKeys builds the generation and fence keys of one shard of a table.
 func (mi *modelInfo) shardKeys(prefix string, shard int) (gen, fence string) {
 	k := mi.shard(prefix, shard)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"gorm.io/gorm"
 	"gorm.io/gorm/schema"
 )
 
@@ -164,4 +165,50 @@ func setField(ctx context.Context, f *schema.Field, rv reflect.Value, v any) err
 		return err
 	}
 	return f.Set(ctx, rv, sv)
+}
+
+// modelOf parses a model's schema the way the *gorm.DB the plugin is
+// installed on does.
+func (p *Plugin) modelOf(model any) (*modelInfo, error) {
+	if p.db == nil {
+		return nil, fmt.Errorf("writethrough: the plugin is not installed (db.Use)")
+	}
+	stmt := &gorm.Statement{DB: p.db}
+	if err := stmt.Parse(model); err != nil {
+		return nil, fmt.Errorf("writethrough: %T: %w", model, err)
+	}
+	return p.model(stmt.Schema), nil
+}
+
+// encode turns a row into a sealed entry.
+func (p *Plugin) encode(ctx context.Context, mi *modelInfo, row reflect.Value) ([]byte, error) {
+	buf := getValues(len(mi.fields))
+	defer putValues(buf)
+	values, err := mi.values(ctx, row, (*buf)[:0])
+	if err != nil {
+		return nil, err
+	}
+	b, err := p.cfg.Codec.Append(make([]byte, 0, 64+16*len(values)), values)
+	if err != nil {
+		return nil, err
+	}
+	return sealEntry(b), nil
+}
+
+// values buffers are pooled: the hit path decodes into them and GORM's
+// setters copy out.
+var valuesPool = sync.Pool{New: func() any { s := make([]any, 0, 16); return &s }}
+
+func getValues(n int) *[]any {
+	b := valuesPool.Get().(*[]any)
+	if cap(*b) < n {
+		*b = make([]any, 0, n)
+	}
+	return b
+}
+
+func putValues(b *[]any) {
+	clear((*b)[:cap(*b)])
+	*b = (*b)[:0]
+	valuesPool.Put(b)
 }

@@ -4,12 +4,8 @@ import (
 	"context"
 	"errors"
 	"reflect"
-	"strings"
-	"sync"
 	"time"
-	"unsafe"
 
-	"github.com/redis/go-redis/v9"
 	"gorm.io/gorm"
 	"gorm.io/gorm/callbacks"
 )
@@ -36,16 +32,6 @@ func (p *Plugin) query(db *gorm.DB) {
 	p.serve(db, &lk)
 }
 
-// readState is what Redis said about one key.
-type readState byte
-
-const (
-	stateBypass readState = iota // someone is writing or filling: use the database
-	stateHit                     // entry holds the row
-	stateAbsent                  // the row does not exist
-	stateLeased                  // we hold the lease: fill after reading the database
-)
-
 func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 	ctx := db.Statement.Context
 	n := len(lk.refs)
@@ -70,7 +56,7 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 		states, entries, replies = make([]readState, n), make([][]byte, n), make([]string, n)
 	}
 	states, entries, replies = states[:n], entries[:n], replies[:n]
-	if err := p.readKeys(ctx, lk, leaseID, replies); err != nil {
+	if err := p.readKeys(ctx, lk.refs, lk.mi.fpArg, leaseID, replies); err != nil {
 		p.stats.redisErrors.Add(1)
 		p.stats.bypasses.Add(1)
 		callbacks.Query(db)
@@ -82,7 +68,7 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 
 	// Rows another statement of this process is filling: wait for its fill.
 	for i, s := range states {
-		if s == stateBypass && strings.HasPrefix(replies[i], "L"+p.token) {
+		if s == stateBypass && p.ownLease(replies[i]) {
 			if leaseIDOf(replies[i]) == leaseID {
 				// Our own lease: the client retried the script after its
 				// first reply was lost, and the first run took the lease.
@@ -158,7 +144,7 @@ func (p *Plugin) awaitForeignFills(ctx context.Context, lk *lookup, leaseID stri
 	foreign := func() []int {
 		idx = idx[:0]
 		for i, s := range states {
-			if s == stateBypass && len(replies[i]) > 0 && replies[i][0] == 'L' && !strings.HasPrefix(replies[i], "L"+p.token) {
+			if s == stateBypass && isLease(replies[i]) && !p.ownLease(replies[i]) {
 				idx = append(idx, i)
 			}
 		}
@@ -178,12 +164,12 @@ func (p *Plugin) awaitForeignFills(ctx context.Context, lk *lookup, leaseID stri
 		case <-t.C:
 		}
 		delay *= 2
-		sub := &lookup{mi: lk.mi, refs: make([]keyRef, len(idx))}
+		sub := make([]keyRef, len(idx))
 		for j, i := range idx {
-			sub.refs[j] = lk.refs[i]
+			sub[j] = lk.refs[i]
 		}
 		again := make([]string, len(idx))
-		if err := p.readKeys(ctx, sub, leaseID, again); err != nil {
+		if err := p.readKeys(ctx, sub, lk.mi.fpArg, leaseID, again); err != nil {
 			p.stats.redisErrors.Add(1)
 			return
 		}
@@ -194,132 +180,22 @@ func (p *Plugin) awaitForeignFills(ctx context.Context, lk *lookup, leaseID stri
 	}
 }
 
-// readKeys runs the read script for every key of the lookup in one round
-// trip, bounded by Config.ReadTimeout, and puts the replies in replies.
-func (p *Plugin) readKeys(ctx context.Context, lk *lookup, leaseID string, replies []string) error {
-	// Arguments every key of the statement shares are boxed once.
-	lease, leaseMS := any(leaseID), p.leaseMSArg
-	refs, fp := lk.refs, lk.mi.fpArg // not lk: the closure would move it to the heap
-	return p.withReadTimeout(ctx, func(ctx context.Context) error {
-		if len(refs) == 1 {
-			args := readArgs(refs[0].key, lease, leaseMS, fp)
-			cmd := p.rdb.Do(ctx, args...)
-			if isNoScript(cmd.Err()) { // a restarted or flushed server
-				if err := readScript.Load(ctx, p.rdb).Err(); err != nil {
-					return err
-				}
-				cmd = p.rdb.Do(ctx, args...)
-			}
-			r, err := cmd.Text()
-			replies[0] = r
-			return err
-		}
-		cmds, err := p.pipelined(ctx, func(pipe redis.Pipeliner) error {
-			for _, r := range refs {
-				pipe.Do(ctx, readArgs(r.key, lease, leaseMS, fp)...)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for i, c := range cmds {
-			replies[i], _ = c.(*redis.Cmd).Text()
-		}
-		return nil
-	})
-}
-
-// readScriptSHA is the read script's hash, boxed once.
-var readScriptSHA any = readScript.Hash()
-
-// readArgs is the EVALSHA command of the read script for one key. It is
-// what readScript.EvalSha sends, built with the arguments shared by a
-// statement's keys (lease id, lease TTL, fingerprint) and by a shard's
-// (generation and fence keys) boxed once instead of per key: a hit on one
-// key then allocates the argument list and the row key's box, not nine.
-func readArgs(k rowKey, lease, leaseMS, fp any) []any {
-	if k.shard == nil {
-		return []any{"evalsha", readScriptSHA, 3, k.row, k.gen, k.fence, lease, leaseMS, fp}
-	}
-	return []any{"evalsha", readScriptSHA, 3, k.row, k.shard.genArg, k.shard.fenceArg, lease, leaseMS, fp}
-}
-
-// withReadTimeout runs fn bounded by Config.ReadTimeout (see withTimeout).
-func (p *Plugin) withReadTimeout(ctx context.Context, fn func(context.Context) error) error {
-	return p.withTimeout(ctx, p.cfg.ReadTimeout, fn)
-}
-
-// withTimeout runs fn bounded by d (none when d <= 0). go-redis ends a call
-// at its context's deadline only with Options.ContextTimeoutEnabled;
-// otherwise a Redis that accepted the connection and stopped answering
-// holds the call for the client's own read timeout (seconds). Then fn runs
-// aside and the caller stops waiting for it at the deadline. The client's
-// pool, whose waits do end at the deadline, bounds how many such calls can
-// be left behind. Every call the plugin makes is safe to land late: fences
-// expire, and the scripts check the lease or fence they were given.
-func (p *Plugin) withTimeout(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
-	if d <= 0 {
-		return fn(ctx)
-	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	if p.ctxDeadlines {
-		return fn(ctx)
-	}
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-// classify interprets one reply of the read script.
+// classify interprets one reply of the read script: an entry that cannot
+// be used is counted, and its lease taken to replace it.
 func (p *Plugin) classify(ctx context.Context, lk *lookup, i int, reply, leaseID string) (readState, []byte) {
-	switch {
-	case reply == "G":
+	state, entry := parseRead(reply)
+	switch state {
+	case stateReplaced: // an entry of another layout, replaced
+		p.stats.decodeErrors.Add(1)
 		return stateLeased, nil
-	case reply == "X":
-		p.stats.decodeErrors.Add(1) // an entry of another layout, replaced
-		return stateLeased, nil
-	case reply == "N":
-		return stateAbsent, nil
-	case len(reply) > 0 && reply[0] == 'V':
-		bar := strings.IndexByte(reply, '|')
-		if bar < 0 || len(reply) < bar+1+fingerprintLen {
-			break
+	case stateCorrupt:
+		p.stats.decodeErrors.Add(1)
+		if p.reclaim(ctx, lk.refs[i].key, reply, leaseID) {
+			return stateLeased, nil
 		}
-		entry, err := openEntry(stringBytes(reply[bar+1+fingerprintLen:]))
-		if err == nil {
-			return stateHit, entry
-		}
-	default:
 		return stateBypass, nil
 	}
-	// A corrupt entry: count it, and take the lease to replace it.
-	p.stats.decodeErrors.Add(1)
-	if p.reclaim(ctx, lk.refs[i].key, reply, leaseID) {
-		return stateLeased, nil
-	}
-	return stateBypass, nil
-}
-
-// reclaim takes the lease on a key holding an entry that cannot be decoded.
-func (p *Plugin) reclaim(ctx context.Context, k rowKey, entry, leaseID string) bool {
-	var r string
-	err := p.withReadTimeout(ctx, func(ctx context.Context) error {
-		var err error
-		r, err = reclaimScript.Run(ctx, p.rdb, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL)).Text()
-		return err
-	})
-	if err != nil {
-		p.stats.redisErrors.Add(1)
-		return false
-	}
-	return r == "G"
+	return state, entry
 }
 
 // errUndecodable makes serve fall back to the database.
@@ -442,18 +318,12 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 		}
 	}
 
-	type fillArgs struct {
-		key   rowKey
-		kind  writeKind
-		ttl   time.Duration
-		entry []byte
-	}
-	fills := make([]fillArgs, 0, leased)
+	fills := make([]rowFill, 0, leased)
 	for i, s := range states {
 		if s != stateLeased {
 			continue
 		}
-		f := fillArgs{key: lk.refs[i].key, kind: kindDrop}
+		f := rowFill{key: lk.refs[i].key, kind: kindDrop}
 		if answered {
 			if row, ok := found[f.key.row]; ok {
 				if entry, err := p.encode(ctx, mi, row); err == nil {
@@ -471,65 +341,11 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 	if p.hooks != nil && p.hooks.beforeFill != nil {
 		p.hooks.beforeFill(fills[0].key.row)
 	}
-
-	// The fill is part of the read: bounded by ReadTimeout like the rest of
-	// it (a fill that times out leaves the lease to expire, which is safe).
-	fillTimeout := p.cfg.WriteTimeout
-	if p.cfg.ReadTimeout > 0 {
-		fillTimeout = p.cfg.ReadTimeout
-	}
-	var cmds []redis.Cmder
-	err := p.withTimeout(context.WithoutCancel(ctx), fillTimeout, func(wctx context.Context) error {
-		var err error
-		cmds, err = p.pipelined(wctx, func(pipe redis.Pipeliner) error {
-			for _, f := range fills {
-				fillScript.EvalSha(wctx, pipe, []string{f.key.row, f.key.gen, f.key.fence},
-					leaseID, string(f.kind), strconvMS(f.ttl), mi.fp, f.entry)
-			}
-			return nil
-		})
-		return err
+	err := p.storeFills(ctx, leaseID, mi.fp, fills, func(i int) {
+		p.stats.fills.Add(1)
+		fl.publish(fills[i].key.row, fills[i].entry, fills[i].kind == kindAbsent)
 	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)
-		return
 	}
-	for i, c := range cmds {
-		if n, _ := c.(*redis.Cmd).Int(); n == 1 {
-			p.stats.fills.Add(1)
-			fl.publish(fills[i].key.row, fills[i].entry, fills[i].kind == kindAbsent)
-		}
-	}
-}
-
-// stringBytes views a string's bytes without copying. The codec contract
-// forbids retaining or modifying them.
-func stringBytes(s string) []byte {
-	return unsafe.Slice(unsafe.StringData(s), len(s))
-}
-
-// leaseIDOf extracts the lease id from a lease reply "L<id>|<gen>".
-func leaseIDOf(reply string) string {
-	if i := strings.IndexByte(reply, '|'); i > 1 {
-		return reply[1:i]
-	}
-	return ""
-}
-
-// values buffers are pooled: the hit path decodes into them and GORM's
-// setters copy out.
-var valuesPool = sync.Pool{New: func() any { s := make([]any, 0, 16); return &s }}
-
-func getValues(n int) *[]any {
-	b := valuesPool.Get().(*[]any)
-	if cap(*b) < n {
-		*b = make([]any, 0, n)
-	}
-	return b
-}
-
-func putValues(b *[]any) {
-	clear((*b)[:cap(*b)])
-	*b = (*b)[:0]
-	valuesPool.Put(b)
 }

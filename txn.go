@@ -88,9 +88,9 @@ type txConn struct {
 	parent *connPool
 
 	mu         sync.Mutex
-	rows       map[string]*pendingRow   // by row key
-	tables     map[string]*pendingTable // by gen key
-	seq        int                      // bumped by every recorded change
+	rows       map[string]*pendingRow // by row key
+	tables     map[string]tableShard  // by gen key
+	seq        int                    // bumped by every recorded change
 	savepoints []savepoint
 	poisoned   error // strict policy: a fence failed, COMMIT must not happen
 	// available policy: keys whose fence failed, invalidated after COMMIT
@@ -104,12 +104,6 @@ type pendingRow struct {
 	seq   int
 }
 
-// pendingTable is a fenced table shard.
-type pendingTable struct {
-	gen, fence string
-	seq        int
-}
-
 type savepoint struct {
 	name string
 	seq  int
@@ -121,20 +115,19 @@ func (t *txConn) GetDBConn() (*sql.DB, error) { return t.parent.GetDBConn() }
 
 // record keeps fenced rows and shards until the transaction ends. A later
 // write of the same row replaces the earlier one: its value was read after.
-func (t *txConn) record(rows []rowWrite, tables []pendingTable) {
+func (t *txConn) record(rows []rowWrite, tables []tableShard) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.seq++
 	if t.rows == nil {
 		t.rows = map[string]*pendingRow{}
-		t.tables = map[string]*pendingTable{}
+		t.tables = map[string]tableShard{}
 	}
 	for _, w := range rows {
 		t.rows[w.key.row] = &pendingRow{write: w, seq: t.seq}
 	}
 	for _, tb := range tables {
-		tb.seq = t.seq
-		t.tables[tb.gen] = &tb
+		t.tables[tb.gen] = tb
 	}
 }
 
@@ -239,9 +232,9 @@ func (t *txConn) finish(committed bool) {
 		}
 		writes = append(writes, w)
 	}
-	shards := make([]pendingTable, 0, len(tables))
+	shards := make([]tableShard, 0, len(tables))
 	for _, tb := range tables {
-		shards = append(shards, *tb)
+		shards = append(shards, tb)
 	}
 	t.p.finishWrites(context.WithoutCancel(t.ctx), t.token, writes, shards)
 }

@@ -1,0 +1,336 @@
+package sqltext
+
+import "strings"
+
+// MayWrite is a cheap first look: does the statement start with a word a
+// write can start with?
+func MayWrite(sql string) bool {
+	s := skipBlanks(sql)
+	for len(s) > 0 && s[0] == '(' {
+		s = skipBlanks(s[1:])
+	}
+	i := 0
+	for i < len(s) && IsIdentByte(s[i]) {
+		i++
+	}
+	switch strings.ToUpper(s[:i]) {
+	case "WITH", "UPDATE", "DELETE", "INSERT", "REPLACE", "MERGE", "TRUNCATE", "ALTER", "DROP":
+		return true
+	}
+	return false
+}
+
+// Rules are the lexical differences between dialects that matter to the
+// tokenizer.
+type Rules struct {
+	Backslash bool // '\' escapes in string literals, # starts a comment (MySQL)
+	Dollar    bool // $tag$ ... $tag$ strings (Postgres)
+}
+
+// WriteTables returns the tables the write statements of sql change, as
+// the package comment of the root package's raw.go lists them: UPDATE,
+// DELETE, INSERT, REPLACE, MERGE, TRUNCATE, ALTER TABLE and DROP TABLE, after
+// comments, parentheses and WITH clauses (whose bodies are read as
+// statements too), several statements separated by ';'.
+func WriteTables(sql string, rules Rules) []TableName {
+	toks := tokenize(sql, rules)
+	var out []TableName
+	start := 0
+	for i := 0; i <= len(toks); i++ {
+		if i == len(toks) || toks[i].is(";") {
+			out = append(out, statementTables(toks[start:i])...)
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// statementTables returns the tables one statement writes.
+func statementTables(toks []token) []TableName {
+	var out []TableName
+	i := 0
+	for i < len(toks) && toks[i].is("(") { // (statement)
+		i++
+	}
+	if i < len(toks) && toks[i].kw("WITH") {
+		// WITH [RECURSIVE] name [(cols)] AS [NOT] [MATERIALIZED] (body), ...
+		// Bodies may write too (Postgres), so each is parsed as a statement.
+		i++
+		if i < len(toks) && toks[i].kw("RECURSIVE") {
+			i++
+		}
+		for i < len(toks) {
+			i++ // the name
+			if i < len(toks) && toks[i].is("(") {
+				i = skipGroup(toks, i)
+			}
+			if i < len(toks) && toks[i].kw("AS") {
+				i++
+			}
+			for i < len(toks) && (toks[i].kw("NOT") || toks[i].kw("MATERIALIZED")) {
+				i++
+			}
+			if i < len(toks) && toks[i].is("(") {
+				end := skipGroup(toks, i)
+				out = append(out, statementTables(toks[i+1:max(i+1, end-1)])...)
+				i = end
+			}
+			if i < len(toks) && toks[i].is(",") {
+				i++
+				continue
+			}
+			break
+		}
+	}
+	if i >= len(toks) {
+		return out
+	}
+	verb := strings.ToUpper(toks[i].text)
+	if toks[i].kind != tokWord {
+		return out
+	}
+	i++
+	skip := func(words ...string) {
+		for i < len(toks) {
+			matched := false
+			for _, w := range words {
+				if toks[i].kw(w) {
+					matched = true
+				}
+			}
+			if !matched {
+				return
+			}
+			if toks[i].kw("OR") && i+1 < len(toks) { // sqlite: OR REPLACE, OR IGNORE, ...
+				i++
+			}
+			i++
+		}
+	}
+	switch verb {
+	case "UPDATE":
+		skip("LOW_PRIORITY", "IGNORE", "ONLY", "OR")
+		out = append(out, tableList(toks, i, "SET")...)
+	case "DELETE":
+		skip("LOW_PRIORITY", "QUICK", "IGNORE")
+		if i < len(toks) && !toks[i].kw("FROM") {
+			// DELETE t1, t2 FROM ...: the targets, then the FROM list.
+			out = append(out, tableList(toks, i, "FROM")...)
+			for i < len(toks) && !toks[i].kw("FROM") {
+				i++
+			}
+		}
+		if i < len(toks) && toks[i].kw("FROM") {
+			i++
+			skip("ONLY")
+			out = append(out, tableList(toks, i, "WHERE", "USING", "ORDER", "LIMIT", "RETURNING")...)
+		}
+	case "INSERT", "REPLACE":
+		skip("LOW_PRIORITY", "DELAYED", "HIGH_PRIORITY", "IGNORE", "OR")
+		if i < len(toks) && toks[i].kw("INTO") {
+			i++
+		}
+		if t, _, ok := tableRef(toks, i); ok {
+			out = append(out, t)
+		}
+	case "MERGE":
+		if i < len(toks) && toks[i].kw("INTO") {
+			i++
+		}
+		skip("ONLY")
+		if t, _, ok := tableRef(toks, i); ok {
+			out = append(out, t)
+		}
+	case "TRUNCATE":
+		skip("TABLE", "ONLY")
+		out = append(out, tableList(toks, i, "RESTART", "CONTINUE", "CASCADE", "RESTRICT")...)
+	case "ALTER", "DROP":
+		if i < len(toks) && toks[i].kw("TABLE") {
+			i++
+			if i+1 < len(toks) && toks[i].kw("IF") && toks[i+1].kw("EXISTS") {
+				i += 2
+			}
+			skip("ONLY")
+			out = append(out, tableList(toks, i, "ADD", "DROP", "ALTER", "RENAME", "MODIFY", "CHANGE", "CASCADE", "RESTRICT")...)
+		}
+	}
+	return out
+}
+
+// tableList reads a table reference at toks[i], then every further one that
+// follows a ',' or JOIN at the top level, until one of the stop words.
+func tableList(toks []token, i int, stop ...string) []TableName {
+	var out []TableName
+	t, next, ok := tableRef(toks, i)
+	if !ok {
+		return nil
+	}
+	out = append(out, t)
+	for i = next; i < len(toks); i++ {
+		for _, w := range stop {
+			if toks[i].kw(w) {
+				return out
+			}
+		}
+		switch {
+		case toks[i].is("("):
+			i = skipGroup(toks, i) - 1
+		case toks[i].is(","), toks[i].kw("JOIN"):
+			if t, next, ok := tableRef(toks, i+1); ok {
+				out = append(out, t)
+				i = next - 1
+			}
+		}
+	}
+	return out
+}
+
+// tableRef reads name[.name[.name]] at toks[i].
+func tableRef(toks []token, i int) (TableName, int, bool) {
+	var t TableName
+	for i < len(toks) && (toks[i].kind == tokWord || toks[i].kind == tokQuoted) {
+		t = append(t, Ident{Name: toks[i].text, Quoted: toks[i].kind == tokQuoted})
+		i++
+		if i+1 < len(toks) && toks[i].is(".") && len(t) < 3 {
+			i++
+			continue
+		}
+		break
+	}
+	return t, i, len(t) > 0
+}
+
+// skipGroup returns the index after the parenthesised group opening at i.
+func skipGroup(toks []token, i int) int {
+	depth := 0
+	for ; i < len(toks); i++ {
+		switch {
+		case toks[i].is("("):
+			depth++
+		case toks[i].is(")"):
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return i
+}
+
+type tokKind byte
+
+const (
+	tokWord   tokKind = iota // a bare word: keyword or name
+	tokQuoted                // a quoted name
+	tokOther                 // punctuation, literals, numbers, placeholders
+)
+
+type token struct {
+	kind tokKind
+	text string
+}
+
+func (t token) kw(word string) bool  { return t.kind == tokWord && strings.EqualFold(t.text, word) }
+func (t token) is(punct string) bool { return t.kind == tokOther && t.text == punct }
+
+// tokenize splits SQL into words, quoted names and single punctuation
+// characters, dropping comments, white space and the contents of string
+// literals ('...', and $tag$...$tag$ on Postgres). It never fails: what it
+// does not understand becomes punctuation.
+func tokenize(s string, rules Rules) []token {
+	var toks []token
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
+			i++
+		case c == '-' && strings.HasPrefix(s[i:], "--"), c == '#' && rules.Backslash:
+			j := strings.IndexByte(s[i:], '\n')
+			if j < 0 {
+				return toks
+			}
+			i += j + 1
+		case c == '/' && strings.HasPrefix(s[i:], "/*"):
+			j := strings.Index(s[i+2:], "*/")
+			if j < 0 {
+				return toks
+			}
+			i += j + 4
+		case c == '\'':
+			i = skipString(s, i, rules.Backslash)
+			toks = append(toks, token{kind: tokOther, text: "'"})
+		case c == '"' || c == '`' || c == '[':
+			part, rest, ok := readIdent(s[i:])
+			if !ok {
+				toks = append(toks, token{kind: tokOther, text: string(c)})
+				i++
+				continue
+			}
+			toks = append(toks, token{kind: tokQuoted, text: part.Name})
+			i = len(s) - len(rest)
+		case c == '$' && rules.Dollar && dollarTag(s[i:]) != "":
+			tag := dollarTag(s[i:])
+			j := strings.Index(s[i+len(tag):], tag)
+			if j < 0 {
+				return toks
+			}
+			i += len(tag) + j + len(tag)
+			toks = append(toks, token{kind: tokOther, text: "'"})
+		case IsIdentByte(c) && !isDigit(c):
+			j := i
+			for j < len(s) && IsIdentByte(s[j]) {
+				j++
+			}
+			toks = append(toks, token{kind: tokWord, text: s[i:j]})
+			i = j
+		case isDigit(c):
+			j := i
+			for j < len(s) && (IsIdentByte(s[j]) || s[j] == '.') {
+				j++
+			}
+			toks = append(toks, token{kind: tokOther, text: s[i:j]})
+			i = j
+		default:
+			toks = append(toks, token{kind: tokOther, text: string(c)})
+			i++
+		}
+	}
+	return toks
+}
+
+// skipString returns the index after the string literal opening at i. A
+// doubled quote is a quote; with backslash set (MySQL) so is \'.
+func skipString(s string, i int, backslash bool) int {
+	for j := i + 1; j < len(s); j++ {
+		switch s[j] {
+		case '\\':
+			if backslash {
+				j++
+			}
+		case '\'':
+			if j+1 < len(s) && s[j+1] == '\'' {
+				j++
+				continue
+			}
+			return j + 1
+		}
+	}
+	return len(s)
+}
+
+// dollarTag returns the Postgres dollar-quote tag ($$ or $name$) at the
+// start of s, or "". A tag's name follows the rules of a bare identifier
+// (see IsIdentByte) but holds no '$' and does not start with a digit ($1 is
+// a placeholder).
+func dollarTag(s string) string {
+	for j := 1; j < len(s); j++ {
+		switch c := s[j]; {
+		case c == '$':
+			return s[:j+1]
+		case IsIdentByte(c) && !(j == 1 && isDigit(c)):
+		default:
+			return ""
+		}
+	}
+	return ""
+}
