@@ -35,9 +35,9 @@ import (
 // so its allocation counts include the server's: read allocations from the
 // real-Redis variants or from BenchmarkHitCPU.
 
-// benchRow is a realistic row: 15 columns, strings, times, a nullable time,
+// BenchRow is a realistic row: 15 columns, strings, times, a nullable time,
 // a float, a bool and a soft-delete column.
-type benchRow struct {
+type BenchRow struct {
 	ID          uint   `gorm:"primaryKey"`
 	SKU         string `gorm:"size:64"`
 	Name        string `gorm:"size:200"`
@@ -55,9 +55,9 @@ type benchRow struct {
 	DeletedAt   gorm.DeletedAt
 }
 
-func newBenchRow(i int) benchRow {
+func newBenchRow(i int) BenchRow {
 	pub := time.Date(2024, 3, 1, 12, 30, 0, 0, time.UTC).Add(time.Duration(i) * time.Minute)
-	return benchRow{
+	return BenchRow{
 		SKU:         fmt.Sprintf("SKU-%08d", i),
 		Name:        fmt.Sprintf("Stainless steel water bottle %d", i),
 		Description: strings.Repeat("Double-walled, vacuum insulated, keeps drinks cold for 24 hours. ", 3),
@@ -123,8 +123,8 @@ func newBenchEnv(b *testing.B, be backend, rows int) *benchEnv {
 	}
 	plain, err := gorm.Open(be.open(b, sqlDB), gcfg())
 	require.NoError(b, err)
-	require.NoError(b, plain.AutoMigrate(&benchRow{}))
-	b.Cleanup(func() { _ = plain.Migrator().DropTable(&benchRow{}) })
+	require.NoError(b, plain.AutoMigrate(&BenchRow{}))
+	b.Cleanup(func() { _ = plain.Migrator().DropTable(&BenchRow{}) })
 
 	rdb := be.redis(b)
 	env := &benchEnv{plain: plain, rdb: rdb}
@@ -140,7 +140,7 @@ func newBenchEnv(b *testing.B, be backend, rows int) *benchEnv {
 	}
 	env.plugin, env.p = env.newDB(Config{})
 
-	batch := make([]benchRow, rows)
+	batch := make([]BenchRow, rows)
 	for i := range batch {
 		batch[i] = newBenchRow(i)
 	}
@@ -149,7 +149,7 @@ func newBenchEnv(b *testing.B, be backend, rows int) *benchEnv {
 		env.ids = append(env.ids, r.ID)
 	}
 	stmt := &gorm.Statement{DB: env.plugin}
-	require.NoError(b, stmt.Parse(&benchRow{}))
+	require.NoError(b, stmt.Parse(&BenchRow{}))
 	env.mi = env.p.model(stmt.Schema)
 	return env
 }
@@ -178,7 +178,7 @@ func BenchmarkFirst(b *testing.B) {
 			before := env.p.Stats()
 			i := 0
 			for ; b.Loop(); i++ {
-				var r benchRow
+				var r BenchRow
 				if err := env.plugin.First(&r, ids[i%len(ids)]).Error; err != nil {
 					b.Fatal(err)
 				}
@@ -188,13 +188,13 @@ func BenchmarkFirst(b *testing.B) {
 		b.Run("mode=plugin-json", func(b *testing.B) {
 			db, p := env.newDB(Config{Codec: JSONCodec{}})
 			for _, id := range ids { // fill this plugin's keys
-				require.NoError(b, db.First(&benchRow{}, id).Error)
+				require.NoError(b, db.First(&BenchRow{}, id).Error)
 			}
 			b.ReportAllocs()
 			before := p.Stats()
 			i := 0
 			for ; b.Loop(); i++ {
-				var r benchRow
+				var r BenchRow
 				if err := db.First(&r, ids[i%len(ids)]).Error; err != nil {
 					b.Fatal(err)
 				}
@@ -204,7 +204,7 @@ func BenchmarkFirst(b *testing.B) {
 		b.Run("mode=plain", func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				var r benchRow
+				var r BenchRow
 				if err := env.plain.First(&r, ids[i%len(ids)]).Error; err != nil {
 					b.Fatal(err)
 				}
@@ -216,7 +216,7 @@ func BenchmarkFirst(b *testing.B) {
 				keys[i] = env.mi.key(env.p.cfg.Prefix, env.p.cfg.TableShards, []string{strconv.FormatUint(uint64(id), 10)}).row
 			}
 			// The floor must produce the same struct as the plugin.
-			var viaPlugin, viaRaw benchRow
+			var viaPlugin, viaRaw BenchRow
 			require.NoError(b, env.plugin.First(&viaPlugin, ids[0]).Error)
 			require.NoError(b, rawGet(context.Background(), env.rdb, keys[0], len(env.mi.fields), &viaRaw))
 			require.Equal(b, viaPlugin, viaRaw)
@@ -224,7 +224,7 @@ func BenchmarkFirst(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				var r benchRow
+				var r BenchRow
 				if err := rawGet(ctx, env.rdb, keys[i%len(keys)], len(env.mi.fields), &r); err != nil {
 					b.Fatal(err)
 				}
@@ -235,7 +235,7 @@ func BenchmarkFirst(b *testing.B) {
 
 // rawGet is what a hand-written cache does at best: GET the key, check the
 // entry, decode it and assign the fields.
-func rawGet(ctx context.Context, rdb redis.UniversalClient, key string, nfields int, r *benchRow) error {
+func rawGet(ctx context.Context, rdb redis.UniversalClient, key string, nfields int, r *BenchRow) error {
 	s, err := rdb.Get(ctx, key).Result()
 	if err != nil {
 		return err
@@ -258,7 +258,7 @@ func rawGet(ctx context.Context, rdb redis.UniversalClient, key string, nfields 
 }
 
 // setBenchRow assigns decoded values in the model's field order.
-func setBenchRow(r *benchRow, v []any) error {
+func setBenchRow(r *BenchRow, v []any) error {
 	var ok [15]bool
 	var id uint64
 	var stock int64
@@ -307,7 +307,7 @@ func BenchmarkFind(b *testing.B) {
 				before := env.p.Stats()
 				iters := 0
 				for ; b.Loop(); iters++ {
-					var rows []benchRow
+					var rows []BenchRow
 					if err := env.plugin.Find(&rows, ids).Error; err != nil || len(rows) != n {
 						b.Fatal(err, len(rows))
 					}
@@ -317,7 +317,7 @@ func BenchmarkFind(b *testing.B) {
 			b.Run(fmt.Sprintf("ids=%d/mode=plain", n), func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
-					var rows []benchRow
+					var rows []BenchRow
 					if err := env.plain.Find(&rows, ids).Error; err != nil || len(rows) != n {
 						b.Fatal(err, len(rows))
 					}
@@ -354,7 +354,7 @@ func BenchmarkCreate(b *testing.B) {
 func BenchmarkSave(b *testing.B) {
 	forEachBenchBackend(b, func(b *testing.B, be backend) {
 		env := newBenchEnv(b, be, 100)
-		var rows []benchRow
+		var rows []BenchRow
 		require.NoError(b, env.plain.Find(&rows, env.ids).Error)
 		for _, m := range []struct {
 			mode string
@@ -382,7 +382,7 @@ func benchCodecRow(b *testing.B) []any {
 	defer rdb.Close()
 	p := New(rdb, Config{})
 	stmt := &gorm.Statement{DB: db}
-	require.NoError(b, stmt.Parse(&benchRow{}))
+	require.NoError(b, stmt.Parse(&BenchRow{}))
 	mi := p.model(stmt.Schema)
 	r := newBenchRow(7)
 	r.ID = 123456
@@ -494,7 +494,7 @@ func BenchmarkHitCPU(b *testing.B) {
 		before := env.p.Stats()
 		i := 0
 		for ; b.Loop(); i++ {
-			var r benchRow
+			var r BenchRow
 			if err := env.plugin.First(&r, env.ids[i%len(env.ids)]).Error; err != nil {
 				b.Fatal(err)
 			}
@@ -504,7 +504,7 @@ func BenchmarkHitCPU(b *testing.B) {
 	b.Run("op=first/mode=raw", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			var r benchRow
+			var r BenchRow
 			if err := rawGet(ctx, env.rdb, keys[i%len(keys)], len(env.mi.fields), &r); err != nil {
 				b.Fatal(err)
 			}
@@ -517,7 +517,7 @@ func BenchmarkHitCPU(b *testing.B) {
 			before := env.p.Stats()
 			iters := 0
 			for ; b.Loop(); iters++ {
-				var rows []benchRow
+				var rows []BenchRow
 				if err := env.plugin.Find(&rows, ids).Error; err != nil || len(rows) != n {
 					b.Fatal(err, len(rows))
 				}

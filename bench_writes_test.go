@@ -65,14 +65,14 @@ func warmUp(b *testing.B, e *env, db *gorm.DB) {
 		rows := newItems(1000, "filler")
 		require.NoError(b, plain.Create(&rows).Error)
 	}
-	table := e.db.NamingStrategy.TableName("wItem")
+	table := e.db.NamingStrategy.TableName("Item")
 	switch e.b.dialect {
 	case "mysql":
 		require.NoError(b, plain.Exec("ANALYZE TABLE "+table).Error)
 	default:
 		require.NoError(b, plain.Exec("ANALYZE "+table).Error)
 	}
-	require.NoError(b, db.Create(&wItem{Name: "warm-up"}).Error)
+	require.NoError(b, db.Create(&Item{Name: "warm-up"}).Error)
 }
 
 // report adds statements and Redis round trips per operation.
@@ -88,10 +88,10 @@ func BenchmarkWriteBatch(b *testing.B) {
 		for _, n := range []int{1, 100, 1000} {
 			for _, plugin := range []bool{false, true} {
 				b.Run(fmt.Sprintf("db=%s/rows=%d/cache=%s", be.dialect, n, cacheName(plugin)), func(b *testing.B) {
-					e := newEnv(b, be, Config{}, &wItem{})
+					e := newEnv(b, be, Config{}, &Item{})
 					db := benchDB(b, e, plugin)
 					rc := countRedis(e)
-					batches := make([][]wItem, b.N)
+					batches := make([][]Item, b.N)
 					for i := range batches {
 						batches[i] = newItems(n, "bench")
 					}
@@ -122,20 +122,20 @@ func BenchmarkWriteOne(b *testing.B) {
 		f    func(db *gorm.DB, id uint, i int) error
 	}{
 		{"create", func(db *gorm.DB, _ uint, i int) error {
-			return db.Create(&wItem{Name: "one", Stock: i}).Error
+			return db.Create(&Item{Name: "one", Stock: i}).Error
 		}},
 		{"update", func(db *gorm.DB, id uint, i int) error {
-			return db.Model(&wItem{ID: id}).Updates(map[string]any{"stock": i, "name": "updated"}).Error
+			return db.Model(&Item{ID: id}).Updates(map[string]any{"stock": i, "name": "updated"}).Error
 		}},
 		{"delete", func(db *gorm.DB, id uint, _ int) error {
-			return db.Unscoped().Delete(&wItem{ID: id}).Error
+			return db.Unscoped().Delete(&Item{ID: id}).Error
 		}},
 	}
 	for _, be := range benchBackends(b) {
 		for _, op := range ops {
 			for _, plugin := range []bool{false, true} {
 				b.Run(fmt.Sprintf("db=%s/op=%s/cache=%s", be.dialect, op.name, cacheName(plugin)), func(b *testing.B) {
-					e := newEnv(b, be, Config{}, &wItem{})
+					e := newEnv(b, be, Config{}, &Item{})
 					db := benchDB(b, e, plugin)
 					rc := countRedis(e)
 					ids := make([]uint, b.N)

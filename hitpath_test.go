@@ -122,8 +122,8 @@ func TestReadLoadsTheScriptOnNoScript(t *testing.T) {
 	}
 }
 
-// noteRow has a field the cache does not store (gorm:"-").
-type noteRow struct {
+// NoteRow has a field the cache does not store (gorm:"-").
+type NoteRow struct {
 	ID   uint `gorm:"primaryKey"`
 	Name string
 	Note string `gorm:"-"`
@@ -133,41 +133,41 @@ type noteRow struct {
 // every element starts from zero, and pointer elements are new rows.
 func TestFindHitFillsSlicesLikeScan(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		e := newEnv(t, b, Config{}, &noteRow{})
-		rows := []noteRow{{Name: "a"}, {Name: "b"}, {Name: "c"}}
+		e := newEnv(t, b, Config{}, &NoteRow{})
+		rows := []NoteRow{{Name: "a"}, {Name: "b"}, {Name: "c"}}
 		require.NoError(t, e.db.Create(&rows).Error)
 		ids := []uint{rows[0].ID, rows[1].ID, rows[2].ID}
 		e.queries()
 
 		// Capacity that holds the rows, with stale elements in it.
-		backing := make([]noteRow, 5)
+		backing := make([]NoteRow, 5)
 		for i := range backing {
-			backing[i] = noteRow{ID: 999, Name: "stale", Note: "stale"}
+			backing[i] = NoteRow{ID: 999, Name: "stale", Note: "stale"}
 		}
 		dst := backing[:0]
 		require.NoError(t, e.db.Find(&dst, ids).Error)
 		require.Zero(t, e.queries(), "served from the cache")
-		require.Equal(t, []noteRow{{ID: ids[0], Name: "a"}, {ID: ids[1], Name: "b"}, {ID: ids[2], Name: "c"}}, dst)
+		require.Equal(t, []NoteRow{{ID: ids[0], Name: "a"}, {ID: ids[1], Name: "b"}, {ID: ids[2], Name: "c"}}, dst)
 		require.Equal(t, &backing[0], &dst[0], "the caller's capacity is reused, as gorm.Scan does")
 
 		// Too little capacity: a new slice.
-		small := make([]noteRow, 1, 2)
+		small := make([]NoteRow, 1, 2)
 		small[0].Note = "stale"
 		require.NoError(t, e.db.Find(&small, ids).Error)
 		require.Len(t, small, 3)
 		require.Equal(t, "", small[0].Note)
 
 		// Pointer elements: new rows, never the old pointers.
-		old := &noteRow{ID: 999, Note: "stale"}
-		ptrs := []*noteRow{old}
+		old := &NoteRow{ID: 999, Note: "stale"}
+		ptrs := []*NoteRow{old}
 		ptrs = ptrs[:0]
 		require.NoError(t, e.db.Find(&ptrs, ids).Error)
 		require.Len(t, ptrs, 3)
-		require.Equal(t, noteRow{ID: ids[0], Name: "a"}, *ptrs[0])
-		require.Equal(t, noteRow{ID: 999, Note: "stale"}, *old, "an old element is not written to")
+		require.Equal(t, NoteRow{ID: ids[0], Name: "a"}, *ptrs[0])
+		require.Equal(t, NoteRow{ID: 999, Note: "stale"}, *old, "an old element is not written to")
 
 		// No row at all: an empty, non-nil slice, as from the database.
-		var none []noteRow
+		var none []NoteRow
 		require.NoError(t, e.db.Find(&none, []uint{987654}).Error) // miss, absence cached
 		require.NoError(t, e.db.Find(&none, []uint{987654}).Error) // hit on the absence
 		require.NotNil(t, none)
@@ -247,13 +247,13 @@ func TestInConditionsWithAndWithoutLists(t *testing.T) {
 	})
 }
 
-// embeddedKey has its primary key in an embedded pointer struct.
-type embeddedKey struct {
-	*embeddedID
+// EmbeddedKey has its primary key in an embedded pointer struct.
+type EmbeddedKey struct {
+	*EmbeddedID
 	Name string
 }
 
-type embeddedID struct {
+type EmbeddedID struct {
 	ID uint `gorm:"primaryKey"`
 }
 
@@ -263,7 +263,7 @@ func TestFieldIsZeroAgreesWithValueOf(t *testing.T) {
 	db, err := gorm.Open(sqliteDialector(t, openSQLite(t)), &gorm.Config{})
 	require.NoError(t, err)
 	ctx := context.Background()
-	for _, m := range []any{&Product{}, &Product{ID: 3}, &embeddedKey{}, &embeddedKey{embeddedID: &embeddedID{}}, &embeddedKey{embeddedID: &embeddedID{ID: 9}}} {
+	for _, m := range []any{&Product{}, &Product{ID: 3}, &EmbeddedKey{}, &EmbeddedKey{EmbeddedID: &EmbeddedID{}}, &EmbeddedKey{EmbeddedID: &EmbeddedID{ID: 9}}} {
 		stmt := &gorm.Statement{DB: db}
 		require.NoError(t, stmt.Parse(m))
 		rv := reflect.ValueOf(m)

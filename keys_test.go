@@ -240,8 +240,8 @@ func TestKeysSpreadOverShards(t *testing.T) {
 	}
 }
 
-// keyPartModel has a primary-key-capable field of every kind keyPart knows.
-type keyPartModel struct {
+// KeyPartKinds has a primary-key-capable field of every kind keyPart knows.
+type KeyPartKinds struct {
 	I    int
 	I8   int8
 	I16  int16
@@ -281,7 +281,7 @@ type selfValuer struct{}
 func (s selfValuer) Value() (driver.Value, error) { return s, nil }
 
 func TestKeyPart(t *testing.T) {
-	s, err := schema.Parse(&keyPartModel{}, &sync.Map{}, schema.NamingStrategy{})
+	s, err := schema.Parse(&KeyPartKinds{}, &sync.Map{}, schema.NamingStrategy{})
 	require.NoError(t, err)
 	field := func(name string) *schema.Field {
 		f := s.LookUpField(name)
@@ -373,7 +373,7 @@ func TestKeyPart(t *testing.T) {
 func TestKeyPartSpellingsNameOneKey(t *testing.T) {
 	// Where("id = ?", 1), Where("id = ?", int64(1)), Where("id = ?", "1")
 	// and a uint field set to 1 must all read and fence the same key.
-	s, err := schema.Parse(&keyPartModel{}, &sync.Map{}, schema.NamingStrategy{})
+	s, err := schema.Parse(&KeyPartKinds{}, &sync.Map{}, schema.NamingStrategy{})
 	require.NoError(t, err)
 	mi := testModelInfo("t")
 	var keys []string

@@ -72,6 +72,8 @@ func TestEvictedGenerationServesNothingStale(t *testing.T) {
 	})
 }
 
+// SKU has a string primary key. MySQL/MariaDB compare it without regard
+// to case (and trailing spaces) under their default collations.
 type SKU struct {
 	Code string `gorm:"primaryKey;size:32"`
 	Name string

@@ -8,44 +8,44 @@ import (
 	"gorm.io/gorm"
 )
 
-type wCompany struct {
+type Company struct {
 	ID   uint `gorm:"primaryKey"`
 	Name string
 }
 
-type wProfile struct {
+type Profile struct {
 	ID      uint `gorm:"primaryKey"`
-	WUserID *uint
+	UserID *uint
 	Bio     string
 }
 
-type wOrder struct {
+type Order struct {
 	ID      uint `gorm:"primaryKey"`
-	WUserID *uint
+	UserID *uint
 	Total   int
 }
 
-type wTag struct {
+type Tag struct {
 	ID    uint `gorm:"primaryKey"`
 	Label string
 }
 
-// wUserTag is the join table of wUser.Tags, as a model of its own so its
+// UserTag is the join table of User.Tags, as a model of its own so its
 // rows are cached (and checked) like any other.
-type wUserTag struct {
-	WUserID   uint `gorm:"primaryKey;autoIncrement:false"`
-	WTagID    uint `gorm:"primaryKey;autoIncrement:false"`
+type UserTag struct {
+	UserID   uint `gorm:"primaryKey;autoIncrement:false"`
+	TagID    uint `gorm:"primaryKey;autoIncrement:false"`
 	CreatedAt time.Time
 }
 
-type wUser struct {
+type User struct {
 	ID          uint `gorm:"primaryKey"`
 	Name        string
-	WCompanyID  *uint
-	Company     *wCompany `gorm:"foreignKey:WCompanyID"`
-	Profile     *wProfile `gorm:"foreignKey:WUserID"`
-	Orders      []wOrder  `gorm:"foreignKey:WUserID"`
-	Tags        []wTag    `gorm:"many2many:w_user_tags"`
+	CompanyID  *uint
+	Company     *Company `gorm:"foreignKey:CompanyID"`
+	Profile     *Profile `gorm:"foreignKey:UserID"`
+	Orders      []Order  `gorm:"foreignKey:UserID"`
+	Tags        []Tag    `gorm:"many2many:user_tags"`
 	Preferences string
 }
 
@@ -54,22 +54,22 @@ type wUser struct {
 // parent, current children) with the database.
 func checkAssociations(t *testing.T, w *writeEnv, userID uint) {
 	t.Helper()
-	checkAll[wUser](t, w, false)
-	checkAll[wCompany](t, w, false)
-	checkAll[wProfile](t, w, false)
-	checkAll[wOrder](t, w, false)
-	checkAll[wTag](t, w, false)
+	checkAll[User](t, w, false)
+	checkAll[Company](t, w, false)
+	checkAll[Profile](t, w, false)
+	checkAll[Order](t, w, false)
+	checkAll[Tag](t, w, false)
 
-	var joins []wUserTag
+	var joins []UserTag
 	require.NoError(t, w.plain.Find(&joins).Error)
 	for _, j := range joins {
-		var got wUserTag
-		require.NoError(t, w.db.Where("w_user_id = ? AND w_tag_id = ?", j.WUserID, j.WTagID).Take(&got).Error)
+		var got UserTag
+		require.NoError(t, w.db.Where("user_id = ? AND tag_id = ?", j.UserID, j.TagID).Take(&got).Error)
 		require.Equal(t, canon(j), canon(got))
 	}
 
 	preload := func(db *gorm.DB) string {
-		var u wUser
+		var u User
 		err := db.Preload("Company").Preload("Profile").
 			Preload("Orders", func(db *gorm.DB) *gorm.DB { return db.Order("id") }).
 			Preload("Tags", func(db *gorm.DB) *gorm.DB { return db.Order("id") }).
@@ -96,24 +96,24 @@ func TestWriteAssociations(t *testing.T) {
 		for _, m := range writeModes {
 			t.Run(m.name, func(t *testing.T) {
 				gcfg := &gorm.Config{SkipDefaultTransaction: m.skipTx, PrepareStmt: m.prepare, DisableForeignKeyConstraintWhenMigrating: true}
-				models := []any{&wCompany{}, &wProfile{}, &wOrder{}, &wTag{}, &wUser{}, &wUserTag{}}
+				models := []any{&Company{}, &Profile{}, &Order{}, &Tag{}, &User{}, &UserTag{}}
 				e := newEnvWith(t, b, Config{}, gcfg, models...)
 				w := &writeEnv{env: e, plain: e.plainDB(), mode: m}
 				for _, db := range []*gorm.DB{w.db, w.plain} {
-					require.NoError(t, db.SetupJoinTable(&wUser{}, "Tags", &wUserTag{}))
+					require.NoError(t, db.SetupJoinTable(&User{}, "Tags", &UserTag{}))
 				}
-				require.NoError(t, w.plain.AutoMigrate(&wUserTag{}))
+				require.NoError(t, w.plain.AutoMigrate(&UserTag{}))
 
-				u := wUser{
+				u := User{
 					Name:    "ann",
-					Company: &wCompany{Name: "acme"},
-					Profile: &wProfile{Bio: "hello"},
-					Orders:  []wOrder{{Total: 1}, {Total: 2}},
-					Tags:    []wTag{{Label: "red"}, {Label: "blue"}},
+					Company: &Company{Name: "acme"},
+					Profile: &Profile{Bio: "hello"},
+					Orders:  []Order{{Total: 1}, {Total: 2}},
+					Tags:    []Tag{{Label: "red"}, {Label: "blue"}},
 				}
 				w.write(t, func(db *gorm.DB) error { return db.Create(&u).Error })
 				require.NotZero(t, u.ID)
-				check[wUser](t, w, true, u.ID)
+				check[User](t, w, true, u.ID)
 				checkAssociations(t, w, u.ID)
 
 				steps := []struct {
@@ -121,28 +121,28 @@ func TestWriteAssociations(t *testing.T) {
 					f    func(db *gorm.DB) error
 				}{
 					{"Append has-many", func(db *gorm.DB) error {
-						return db.Model(&u).Association("Orders").Append(&wOrder{Total: 3})
+						return db.Model(&u).Association("Orders").Append(&Order{Total: 3})
 					}},
 					{"Delete has-many", func(db *gorm.DB) error {
 						return db.Model(&u).Association("Orders").Delete(&u.Orders[0])
 					}},
 					{"Replace has-many", func(db *gorm.DB) error {
-						return db.Model(&u).Association("Orders").Replace([]wOrder{{Total: 7}, u.Orders[len(u.Orders)-1]})
+						return db.Model(&u).Association("Orders").Replace([]Order{{Total: 7}, u.Orders[len(u.Orders)-1]})
 					}},
 					{"Append many2many", func(db *gorm.DB) error {
-						return db.Model(&u).Association("Tags").Append(&wTag{Label: "green"})
+						return db.Model(&u).Association("Tags").Append(&Tag{Label: "green"})
 					}},
 					{"Delete many2many", func(db *gorm.DB) error {
 						return db.Model(&u).Association("Tags").Delete(&u.Tags[0])
 					}},
 					{"Replace many2many", func(db *gorm.DB) error {
-						return db.Model(&u).Association("Tags").Replace([]wTag{{Label: "black"}, u.Tags[0]})
+						return db.Model(&u).Association("Tags").Replace([]Tag{{Label: "black"}, u.Tags[0]})
 					}},
 					{"Replace belongs-to", func(db *gorm.DB) error {
-						return db.Model(&u).Association("Company").Replace(&wCompany{Name: "globex"})
+						return db.Model(&u).Association("Company").Replace(&Company{Name: "globex"})
 					}},
 					{"Replace has-one", func(db *gorm.DB) error {
-						return db.Model(&u).Association("Profile").Replace(&wProfile{Bio: "second"})
+						return db.Model(&u).Association("Profile").Replace(&Profile{Bio: "second"})
 					}},
 					{"Save with changed nested values (FullSaveAssociations)", func(db *gorm.DB) error {
 						u.Name = "ann 2"
@@ -153,14 +153,14 @@ func TestWriteAssociations(t *testing.T) {
 						return db.Session(&gorm.Session{FullSaveAssociations: true}).Save(&u).Error
 					}},
 					{"Updates with a belongs-to value", func(db *gorm.DB) error {
-						return db.Model(&u).Updates(wUser{Name: "ann 3", Company: &wCompany{Name: "initech"}}).Error
+						return db.Model(&u).Updates(User{Name: "ann 3", Company: &Company{Name: "initech"}}).Error
 					}},
 					{"Clear has-many", func(db *gorm.DB) error { return db.Model(&u).Association("Orders").Clear() }},
 					{"Clear many2many", func(db *gorm.DB) error { return db.Model(&u).Association("Tags").Clear() }},
 					{"Clear has-one", func(db *gorm.DB) error { return db.Model(&u).Association("Profile").Clear() }},
 					{"Clear belongs-to", func(db *gorm.DB) error { return db.Model(&u).Association("Company").Clear() }},
 					{"Append after Clear, then Unscoped Delete", func(db *gorm.DB) error {
-						o := wOrder{Total: 11}
+						o := Order{Total: 11}
 						if err := db.Model(&u).Association("Orders").Append(&o); err != nil {
 							return err
 						}

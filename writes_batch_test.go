@@ -9,10 +9,10 @@ import (
 )
 
 // newItems returns n items with database-assigned keys.
-func newItems(n int, tag string) []wItem {
-	items := make([]wItem, n)
+func newItems(n int, tag string) []Item {
+	items := make([]Item, n)
 	for i := range items {
-		items[i] = wItem{Name: fmt.Sprintf("%s-%d", tag, i), Stock: i, Price: int64(i)}
+		items[i] = Item{Name: fmt.Sprintf("%s-%d", tag, i), Stock: i, Price: int64(i)}
 	}
 	return items
 }
@@ -21,7 +21,7 @@ func newItems(n int, tag string) []wItem {
 // cache held "not found" for each key before), with at most two Redis round
 // trips per statement whatever the batch size.
 func TestWriteBatches(t *testing.T) {
-	forEachWriteMode(t, []any{&wItem{}}, func(t *testing.T, w *writeEnv) {
+	forEachWriteMode(t, []any{&Item{}}, func(t *testing.T, w *writeEnv) {
 		redisCalls := countRedis(w.env)
 		// Warm up: load the scripts, and cache "not found" for every key the
 		// batches below will be given (a fresh table numbers from 1).
@@ -33,7 +33,7 @@ func TestWriteBatches(t *testing.T) {
 		}
 		for i := 0; i < len(ids); i += 500 {
 			chunk := ids[i:min(i+500, len(ids))]
-			var absent []wItem
+			var absent []Item
 			require.NoError(t, w.db.Find(&absent, chunk).Error) // one statement caches "not found" for all
 			w.queries()
 			hits := w.plugin.Stats().Hits
@@ -52,7 +52,7 @@ func TestWriteBatches(t *testing.T) {
 			for i, it := range items {
 				got[i] = it.ID
 			}
-			checkMany[wItem](t, w, true, got...)
+			checkMany[Item](t, w, true, got...)
 		}
 
 		// CreateInBatches: one statement per batch of 100, two round trips each
@@ -66,12 +66,12 @@ func TestWriteBatches(t *testing.T) {
 		for i, it := range items {
 			got[i] = it.ID
 		}
-		checkMany[wItem](t, w, true, got...)
+		checkMany[Item](t, w, true, got...)
 	})
 }
 
-// wPair has a composite primary key.
-type wPair struct {
+// Pair has a composite primary key.
+type Pair struct {
 	A int `gorm:"primaryKey;autoIncrement:false"`
 	B int `gorm:"primaryKey;autoIncrement:false"`
 	V string
@@ -80,14 +80,14 @@ type wPair struct {
 // A batch of composite-key rows larger than one read-back query is written
 // through whole.
 func TestWriteBatchCompositeKeys(t *testing.T) {
-	forEachWriteMode(t, []any{&wPair{}}, func(t *testing.T, w *writeEnv) {
-		rows := make([]wPair, 0, 1200)
+	forEachWriteMode(t, []any{&Pair{}}, func(t *testing.T, w *writeEnv) {
+		rows := make([]Pair, 0, 1200)
 		for i := 0; i < 1200; i++ {
-			rows = append(rows, wPair{A: i/7 + 1, B: i%7 + 1, V: fmt.Sprint("v", i)})
+			rows = append(rows, Pair{A: i/7 + 1, B: i%7 + 1, V: fmt.Sprint("v", i)})
 		}
 		w.write(t, func(db *gorm.DB) error { return db.CreateInBatches(&rows, 1200).Error })
 		for _, r := range rows[:60] {
-			var want, got wPair
+			var want, got Pair
 			require.NoError(t, w.plain.Where("a = ? AND b = ?", r.A, r.B).First(&want).Error)
 			w.queries()
 			hits := w.plugin.Stats().Hits

@@ -10,10 +10,10 @@ import (
 	"gorm.io/gorm"
 )
 
-// wMade has columns the database fills: a default, a sequence, a trigger
+// Computed has columns the database fills: a default, a sequence, a trigger
 // that rewrites the row on insert and update, a generated column and a
 // timestamp default. GORM writes only Name and Price.
-type wMade struct {
+type Computed struct {
 	ID        uint `gorm:"primaryKey"`
 	Name      string
 	Price     int64
@@ -25,12 +25,12 @@ type wMade struct {
 	MadeAt    time.Time `gorm:"->"`
 }
 
-// createMadeTable creates wMade's table, with its trigger(s), sequence and
+// createComputedTable creates Computed's table, with its trigger(s), sequence and
 // generated column, in the dialect's own DDL. It reports what the dialect
 // lacks.
-func createMadeTable(t *testing.T, w *writeEnv) (noSequence bool) {
+func createComputedTable(t *testing.T, w *writeEnv) (noSequence bool) {
 	t.Helper()
-	tb := w.db.NamingStrategy.TableName("wMade")
+	tb := w.db.NamingStrategy.TableName("Computed")
 	var ddl []string
 	var drop []string
 	switch w.b.dialect {
@@ -115,12 +115,12 @@ func createMadeTable(t *testing.T, w *writeEnv) (noSequence bool) {
 // served without a query.
 func TestWriteDatabaseMadeValues(t *testing.T) {
 	forEachWriteMode(t, nil, func(t *testing.T, w *writeEnv) {
-		noSequence := createMadeTable(t, w)
-		m := wMade{Name: "lamp", Price: 21}
+		noSequence := createComputedTable(t, w)
+		m := Computed{Name: "lamp", Price: 21}
 		w.write(t, func(db *gorm.DB) error { return db.Create(&m).Error })
-		check[wMade](t, w, true, m.ID)
+		check[Computed](t, w, true, m.ID)
 
-		var got wMade
+		var got Computed
 		require.NoError(t, w.db.First(&got, m.ID).Error)
 		require.Equal(t, "dflt", got.Code, "default")
 		require.Equal(t, "LAMP", got.UpperName, "trigger")
@@ -136,12 +136,12 @@ func TestWriteDatabaseMadeValues(t *testing.T) {
 			name string
 			f    func(db *gorm.DB) error
 		}{
-			{"Update fires the trigger", func(db *gorm.DB) error { return db.Model(&wMade{ID: m.ID}).Update("name", "desk").Error }},
+			{"Update fires the trigger", func(db *gorm.DB) error { return db.Model(&Computed{ID: m.ID}).Update("name", "desk").Error }},
 			{"Update changes the generated column", func(db *gorm.DB) error {
-				return db.Model(&wMade{ID: m.ID}).Update("price", gorm.Expr("price + ?", 4)).Error
+				return db.Model(&Computed{ID: m.ID}).Update("price", gorm.Expr("price + ?", 4)).Error
 			}},
 			{"Save", func(db *gorm.DB) error {
-				var cur wMade
+				var cur Computed
 				if err := db.First(&cur, m.ID).Error; err != nil {
 					return err
 				}
@@ -149,12 +149,12 @@ func TestWriteDatabaseMadeValues(t *testing.T) {
 				return db.Save(&cur).Error
 			}},
 			{"Create batch", func(db *gorm.DB) error {
-				return db.Create(&[]wMade{{Name: "a", Price: 1}, {Name: "b", Price: 2}, {Name: "c", Price: 3}}).Error
+				return db.Create(&[]Computed{{Name: "a", Price: 1}, {Name: "b", Price: 2}, {Name: "c", Price: 3}}).Error
 			}},
 		}
 		for _, s := range steps {
 			w.write(t, s.f)
-			t.Run(s.name, func(t *testing.T) { checkAll[wMade](t, w, true) })
+			t.Run(s.name, func(t *testing.T) { checkAll[Computed](t, w, true) })
 		}
 		require.NoError(t, w.db.First(&got, m.ID).Error)
 		require.Equal(t, "CHAIR", got.UpperName)

@@ -8,15 +8,15 @@ import (
 	"gorm.io/gorm"
 )
 
-// wFussy fails its AfterUpdate hook for one name, after the UPDATE ran.
-type wFussy struct {
+// Fussy fails its AfterUpdate hook for one name, after the UPDATE ran.
+type Fussy struct {
 	ID   uint `gorm:"primaryKey"`
 	Name string
 }
 
 var errFussy = errors.New("after-update hook refused")
 
-func (f *wFussy) AfterUpdate(tx *gorm.DB) error {
+func (f *Fussy) AfterUpdate(tx *gorm.DB) error {
 	if f.Name == "refused" {
 		return errFussy
 	}
@@ -28,23 +28,23 @@ func (f *wFussy) AfterUpdate(tx *gorm.DB) error {
 // the row: the cache must not keep the old one.
 func TestWriteFailedHookInACommittedTransaction(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		w := newWriteEnv(t, b, Config{}, &gorm.Config{}, &wFussy{})
-		f := wFussy{Name: "v1"}
+		w := newWriteEnv(t, b, Config{}, &gorm.Config{}, &Fussy{})
+		f := Fussy{Name: "v1"}
 		require.NoError(t, w.db.Create(&f).Error)
-		check[wFussy](t, w, true, f.ID)
+		check[Fussy](t, w, true, f.ID)
 		require.NoError(t, w.db.Transaction(func(tx *gorm.DB) error {
 			err := tx.Model(&f).Update("name", "refused").Error
 			require.ErrorIs(t, err, errFussy)
 			return nil // the caller ignores it and commits
 		}))
-		var db wFussy
+		var db Fussy
 		require.NoError(t, w.plain.First(&db, f.ID).Error)
 		require.Equal(t, "refused", db.Name, "the UPDATE committed")
-		check[wFussy](t, w, false, f.ID)
+		check[Fussy](t, w, false, f.ID)
 	})
 }
 
-func (f *wFussy) AfterCreate(tx *gorm.DB) error {
+func (f *Fussy) AfterCreate(tx *gorm.DB) error {
 	if f.Name == "refused" {
 		return errFussy
 	}
@@ -56,18 +56,18 @@ func (f *wFussy) AfterCreate(tx *gorm.DB) error {
 // failed create inserted.
 func TestWriteFailedHookInAutoCommit(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		w := newWriteEnv(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: true}, &wFussy{})
-		f := wFussy{Name: "v1"}
+		w := newWriteEnv(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: true}, &Fussy{})
+		f := Fussy{Name: "v1"}
 		require.NoError(t, w.db.Create(&f).Error)
-		check[wFussy](t, w, true, f.ID)
+		check[Fussy](t, w, true, f.ID)
 		require.ErrorIs(t, w.db.Model(&f).Update("name", "refused").Error, errFussy)
-		check[wFussy](t, w, false, f.ID)
+		check[Fussy](t, w, false, f.ID)
 
 		next := f.ID + 1
-		warm[wFussy](t, w, next)
-		g := wFussy{Name: "refused"}
+		warm[Fussy](t, w, next)
+		g := Fussy{Name: "refused"}
 		require.ErrorIs(t, w.db.Create(&g).Error, errFussy)
 		require.Equal(t, next, g.ID)
-		check[wFussy](t, w, false, next)
+		check[Fussy](t, w, false, next)
 	})
 }

@@ -14,7 +14,7 @@ import (
 // (GORM then assigns the returned keys to the wrong structs). A cached
 // "not found" for the row's real key must not survive any of them.
 func TestWriteCreatesWithUnreportedKeys(t *testing.T) {
-	forEachWriteMode(t, []any{&wItem{}}, func(t *testing.T, w *writeEnv) {
+	forEachWriteMode(t, []any{&Item{}}, func(t *testing.T, w *writeEnv) {
 		seedItems(t, w, 3) // keys 1-3; the counter is at 4
 		all := []any{}
 		for _, r := range [][2]uint{{1, 12}, {50, 56}, {100, 104}, {200, 204}} {
@@ -27,27 +27,27 @@ func TestWriteCreatesWithUnreportedKeys(t *testing.T) {
 			f    func(db *gorm.DB) error
 		}{
 			{name: "Create(map) with a key", f: func(db *gorm.DB) error {
-				return db.Model(&wItem{}).Create(map[string]any{"ID": uint(50), "Name": "map"}).Error
+				return db.Model(&Item{}).Create(map[string]any{"ID": uint(50), "Name": "map"}).Error
 			}},
 			{name: "Create(map) with an assigned key", f: func(db *gorm.DB) error {
-				return db.Model(&wItem{}).Create(map[string]any{"Name": "map, key from the database"}).Error
+				return db.Model(&Item{}).Create(map[string]any{"Name": "map, key from the database"}).Error
 			}},
 			{name: "Create([]map)", f: func(db *gorm.DB) error {
 				rows := []map[string]any{{"ID": uint(200), "Name": "m1"}, {"ID": uint(201), "Name": "m2"}}
-				return db.Model(&wItem{}).Create(&rows).Error
+				return db.Model(&Item{}).Create(&rows).Error
 			}},
 			{name: "batch mixing chosen and assigned keys", f: func(db *gorm.DB) error {
-				return db.Create(&[]wItem{{Name: "auto"}, {ID: 100, Name: "chosen"}, {Name: "auto after chosen"}}).Error
+				return db.Create(&[]Item{{Name: "auto"}, {ID: 100, Name: "chosen"}, {Name: "auto after chosen"}}).Error
 			}},
 			{name: "DO NOTHING batch mixing chosen and assigned keys", f: func(db *gorm.DB) error {
 				return db.Clauses(clause.OnConflict{DoNothing: true}).
-					Create(&[]wItem{{ID: 202, Name: "chosen"}, {Name: "auto"}, {Name: "auto 2"}}).Error
+					Create(&[]Item{{ID: 202, Name: "chosen"}, {Name: "auto"}, {Name: "auto 2"}}).Error
 			}},
 		}
 		for _, s := range steps {
-			warm[wItem](t, w, all...)
+			warm[Item](t, w, all...)
 			w.write(t, s.f)
-			t.Run(s.name, func(t *testing.T) { checkAll[wItem](t, w, false, all...) })
+			t.Run(s.name, func(t *testing.T) { checkAll[Item](t, w, false, all...) })
 		}
 	})
 }

@@ -18,14 +18,14 @@ func TestWriteAutoCommitLateKeysAgainstAConcurrentWriter(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		shapes := []struct {
 			name string
-			f    func(db *gorm.DB, u *wUp) error
+			f    func(db *gorm.DB, u *Upsertable) error
 		}{
-			{"insert with an assigned key", func(db *gorm.DB, u *wUp) error {
-				*u = wUp{Code: "new", Name: "v1"}
+			{"insert with an assigned key", func(db *gorm.DB, u *Upsertable) error {
+				*u = Upsertable{Code: "new", Name: "v1"}
 				return db.Create(u).Error
 			}},
-			{"upsert by another unique column", func(db *gorm.DB, u *wUp) error {
-				*u = wUp{Code: "a", Name: "v1"}
+			{"upsert by another unique column", func(db *gorm.DB, u *Upsertable) error {
+				*u = Upsertable{Code: "a", Name: "v1"}
 				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "code"}}, DoUpdates: clause.AssignmentColumns([]string{"name"})}).Create(u).Error
 			}},
 		}
@@ -34,9 +34,9 @@ func TestWriteAutoCommitLateKeysAgainstAConcurrentWriter(t *testing.T) {
 				if b.dialect == "mysql" && s.name == "upsert by another unique column" {
 					t.Skip("mysql: an upsert fences the whole table and reads nothing back; there is no read-back to race")
 				}
-				w := newWriteEnv(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: true}, &wUp{})
-				require.NoError(t, w.db.Create(&wUp{Code: "a", Name: "v0"}).Error)
-				var u wUp
+				w := newWriteEnv(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: true}, &Upsertable{})
+				require.NoError(t, w.db.Create(&Upsertable{Code: "a", Name: "v0"}).Error)
+				var u Upsertable
 				// Between the write's read-back and its finish, another writer
 				// commits v2 of the same row (and returns).
 				var armed atomic.Bool
@@ -46,12 +46,12 @@ func TestWriteAutoCommitLateKeysAgainstAConcurrentWriter(t *testing.T) {
 						return
 					}
 					require.NoError(t, w.db.Session(&gorm.Session{NewDB: true, Context: context.Background()}).
-						Model(&wUp{ID: u.ID}).Update("name", "v2").Error)
+						Model(&Upsertable{ID: u.ID}).Update("name", "v2").Error)
 				}))
 				require.NoError(t, s.f(w.db, &u))
 				require.False(t, armed.Load(), "the concurrent writer must have run")
-				check[wUp](t, w, false, u.ID)
-				var got wUp
+				check[Upsertable](t, w, false, u.ID)
+				var got Upsertable
 				require.NoError(t, w.db.First(&got, u.ID).Error)
 				require.Equal(t, "v2", got.Name)
 			})

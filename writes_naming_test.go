@@ -41,34 +41,34 @@ func newNamedEnv(t *testing.T, b backend, naming schema.NamingStrategy, models .
 // hit.
 func TestWriteNamingStrategy(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		w := newNamedEnv(t, b, schema.NamingStrategy{TablePrefix: "Shop_", SingularTable: true, NoLowerCase: true}, &wItem{})
-		require.Contains(t, w.db.NamingStrategy.TableName("wItem"), "Shop_wItem")
+		w := newNamedEnv(t, b, schema.NamingStrategy{TablePrefix: "Shop_", SingularTable: true, NoLowerCase: true}, &Item{})
+		require.Contains(t, w.db.NamingStrategy.TableName("Item"), "Shop_Item")
 		ids := seedItems(t, w, 3)
-		check[wItem](t, w, true, ids...)
-		w.write(t, func(db *gorm.DB) error { return db.Model(&wItem{ID: ids[0].(uint)}).Update("Name", "named").Error })
-		check[wItem](t, w, true, ids...)
+		check[Item](t, w, true, ids...)
+		w.write(t, func(db *gorm.DB) error { return db.Model(&Item{ID: ids[0].(uint)}).Update("Name", "named").Error })
+		check[Item](t, w, true, ids...)
 		w.write(t, func(db *gorm.DB) error {
-			return db.Model(&wItem{}).Where(db.Statement.Quote("Stock")+" > ?", 1).Update("Note", "bulk").Error
+			return db.Model(&Item{}).Where(db.Statement.Quote("Stock")+" > ?", 1).Update("Note", "bulk").Error
 		})
-		checkAll[wItem](t, w, false)
-		table := w.db.NamingStrategy.TableName("wItem")
+		checkAll[Item](t, w, false)
+		table := w.db.NamingStrategy.TableName("Item")
 		w.write(t, func(db *gorm.DB) error {
 			return db.Exec("UPDATE " + db.Statement.Quote(table) + " SET " + db.Statement.Quote("Price") + " = 5").Error
 		})
-		checkAll[wItem](t, w, false)
+		checkAll[Item](t, w, false)
 	})
 }
 
-// wSchemaTable is the schema-qualified table wSchemaItem lives in; the test
+// schemaItemTable is the schema-qualified table SchemaItem lives in; the test
 // sets it before GORM parses the model.
-var wSchemaTable string
+var schemaItemTable string
 
-type wSchemaItem struct {
+type SchemaItem struct {
 	ID   uint `gorm:"primaryKey"`
 	Name string
 }
 
-func (wSchemaItem) TableName() string { return wSchemaTable }
+func (SchemaItem) TableName() string { return schemaItemTable }
 
 // A Postgres model whose TableName is schema-qualified is cached like any
 // other: writes go through (also through db.Table with the same name),
@@ -80,27 +80,27 @@ func TestWriteSchemaQualifiedTable(t *testing.T) {
 		}
 		n := testSeq.Add(1)
 		sch := fmt.Sprintf("wtschema%d_%d", os.Getpid()%10000, n)
-		wSchemaTable = sch + ".items"
+		schemaItemTable = sch + ".items"
 		w := newWriteEnv(t, b, Config{}, &gorm.Config{})
 		require.NoError(t, w.plain.Exec("CREATE SCHEMA "+sch).Error)
 		t.Cleanup(func() { _ = w.plain.Exec("DROP SCHEMA " + sch + " CASCADE").Error })
-		require.NoError(t, w.plain.AutoMigrate(&wSchemaItem{}))
+		require.NoError(t, w.plain.AutoMigrate(&SchemaItem{}))
 
-		it := wSchemaItem{Name: "qualified"}
+		it := SchemaItem{Name: "qualified"}
 		require.NoError(t, w.db.Create(&it).Error)
-		check[wSchemaItem](t, w, true, it.ID)
+		check[SchemaItem](t, w, true, it.ID)
 		require.NoError(t, w.db.Model(&it).Update("name", "updated").Error)
-		check[wSchemaItem](t, w, true, it.ID)
-		require.NoError(t, w.db.Table(sch+".items").Model(&wSchemaItem{ID: it.ID}).Update("name", "via Table").Error)
-		check[wSchemaItem](t, w, true, it.ID)
+		check[SchemaItem](t, w, true, it.ID)
+		require.NoError(t, w.db.Table(sch+".items").Model(&SchemaItem{ID: it.ID}).Update("name", "via Table").Error)
+		check[SchemaItem](t, w, true, it.ID)
 		require.NoError(t, w.db.Table(sch+".items").Where("id = ?", it.ID).Update("name", "via Table, no model").Error)
-		check[wSchemaItem](t, w, false, it.ID)
+		check[SchemaItem](t, w, false, it.ID)
 		require.NoError(t, w.db.Exec("UPDATE "+sch+".items SET name = 'raw'").Error)
-		check[wSchemaItem](t, w, false, it.ID)
+		check[SchemaItem](t, w, false, it.ID)
 		require.NoError(t, w.db.Exec(`UPDATE "`+sch+`"."items" SET name = 'raw quoted'`).Error)
-		check[wSchemaItem](t, w, false, it.ID)
+		check[SchemaItem](t, w, false, it.ID)
 		require.NoError(t, w.db.Delete(&it).Error)
-		check[wSchemaItem](t, w, true, it.ID)
+		check[SchemaItem](t, w, true, it.ID)
 	})
 }
 
@@ -108,45 +108,45 @@ func TestWriteSchemaQualifiedTable(t *testing.T) {
 // never cached (reads go to the database), and writing them never touches
 // the keys of the model's own table, even for the same primary keys.
 func TestWriteDynamicTable(t *testing.T) {
-	forEachWriteMode(t, []any{&wItem{}}, func(t *testing.T, w *writeEnv) {
+	forEachWriteMode(t, []any{&Item{}}, func(t *testing.T, w *writeEnv) {
 		ids := seedItems(t, w, 3)
-		archive := w.db.NamingStrategy.TableName("wItem") + "_archive_2024"
-		require.NoError(t, w.plain.Table(archive).AutoMigrate(&wItem{}))
+		archive := w.db.NamingStrategy.TableName("Item") + "_archive_2024"
+		require.NoError(t, w.plain.Table(archive).AutoMigrate(&Item{}))
 		t.Cleanup(func() { _ = w.plain.Migrator().DropTable(archive) })
-		check[wItem](t, w, true, ids...)
+		check[Item](t, w, true, ids...)
 
 		u := func(i int) uint { return ids[i].(uint) }
 		steps := []func(db *gorm.DB) error{
 			func(db *gorm.DB) error {
-				return db.Table(archive).Create(&[]wItem{{ID: u(0), Name: "archived 1"}, {ID: u(1), Name: "archived 2"}}).Error
+				return db.Table(archive).Create(&[]Item{{ID: u(0), Name: "archived 1"}, {ID: u(1), Name: "archived 2"}}).Error
 			},
 			func(db *gorm.DB) error {
-				return db.Table(archive).Model(&wItem{ID: u(0)}).Update("name", "archive only").Error
+				return db.Table(archive).Model(&Item{ID: u(0)}).Update("name", "archive only").Error
 			},
 			func(db *gorm.DB) error {
 				return db.Table(archive).Where("id = ?", u(1)).Updates(map[string]any{"stock": 42}).Error
 			},
 			func(db *gorm.DB) error {
-				return db.Table(archive).Save(&wItem{ID: u(2), Name: "saved in archive"}).Error
+				return db.Table(archive).Save(&Item{ID: u(2), Name: "saved in archive"}).Error
 			},
-			func(db *gorm.DB) error { return db.Table(archive).Delete(&wItem{ID: u(1)}).Error },
-			func(db *gorm.DB) error { return db.Table(archive).Unscoped().Where("1 = 1").Delete(&wItem{}).Error },
+			func(db *gorm.DB) error { return db.Table(archive).Delete(&Item{ID: u(1)}).Error },
+			func(db *gorm.DB) error { return db.Table(archive).Unscoped().Where("1 = 1").Delete(&Item{}).Error },
 		}
 		for i, f := range steps {
 			w.write(t, f)
 			// The real table's rows are still served from the cache, and true.
-			check[wItem](t, w, true, ids...)
+			check[Item](t, w, true, ids...)
 			// The archive is read from the database.
-			var fromDB, fromPlugin []wItem
+			var fromDB, fromPlugin []Item
 			require.NoError(t, w.plain.Table(archive).Unscoped().Order("id").Find(&fromDB).Error)
 			bypasses := w.plugin.Stats().Bypasses
 			require.NoError(t, w.db.Table(archive).Unscoped().Order("id").Find(&fromPlugin).Error)
 			require.Greater(t, w.plugin.Stats().Bypasses, bypasses, "step %d: reads of another table must go to the database", i)
 			require.Equal(t, canon(fromDB), canon(fromPlugin), "step %d", i)
 			for _, id := range ids {
-				var a wItem
+				var a Item
 				err := w.db.Table(archive).First(&a, id).Error
-				var want wItem
+				var want Item
 				wantErr := w.plain.Table(archive).First(&want, id).Error
 				require.Equal(t, wantErr == nil, err == nil, "step %d id %v", i, id)
 				if err == nil {
@@ -160,11 +160,11 @@ func TestWriteDynamicTable(t *testing.T) {
 // Scopes are applied before the plugin looks at a statement: a scope that
 // adds conditions, one that switches the table, one that ORs.
 func TestWriteScopes(t *testing.T) {
-	forEachWriteMode(t, []any{&wItem{}}, func(t *testing.T, w *writeEnv) {
+	forEachWriteMode(t, []any{&Item{}}, func(t *testing.T, w *writeEnv) {
 		ids := seedItems(t, w, 4)
 		u := func(i int) uint { return ids[i].(uint) }
-		archive := w.db.NamingStrategy.TableName("wItem") + "_scoped_archive"
-		require.NoError(t, w.plain.Table(archive).AutoMigrate(&wItem{}))
+		archive := w.db.NamingStrategy.TableName("Item") + "_scoped_archive"
+		require.NoError(t, w.plain.Table(archive).AutoMigrate(&Item{}))
 		t.Cleanup(func() { _ = w.plain.Migrator().DropTable(archive) })
 
 		inStock := func(db *gorm.DB) *gorm.DB { return db.Where("stock > ?", 1) }
@@ -175,24 +175,24 @@ func TestWriteScopes(t *testing.T) {
 		toArchive := func(db *gorm.DB) *gorm.DB { return db.Table(archive) }
 
 		w.write(t, func(db *gorm.DB) error {
-			return db.Scopes(inStock).Model(&wItem{ID: u(2)}).Update("name", "scoped by key").Error
+			return db.Scopes(inStock).Model(&Item{ID: u(2)}).Update("name", "scoped by key").Error
 		})
-		check[wItem](t, w, true, u(2))
+		check[Item](t, w, true, u(2))
 		w.write(t, func(db *gorm.DB) error {
-			return db.Model(&wItem{}).Scopes(byID(u(3))).Update("name", "key from a scope").Error
+			return db.Model(&Item{}).Scopes(byID(u(3))).Update("name", "key from a scope").Error
 		})
-		check[wItem](t, w, true, u(3))
-		warm[wItem](t, w, ids...)
+		check[Item](t, w, true, u(3))
+		warm[Item](t, w, ids...)
 		w.write(t, func(db *gorm.DB) error {
-			return db.Model(&wItem{}).Scopes(byID(u(3)), orCheap).Update("note", "or from a scope").Error
+			return db.Model(&Item{}).Scopes(byID(u(3)), orCheap).Update("note", "or from a scope").Error
 		})
-		checkAll[wItem](t, w, false)
-		warm[wItem](t, w, ids...)
+		checkAll[Item](t, w, false)
+		warm[Item](t, w, ids...)
 		w.write(t, func(db *gorm.DB) error {
-			return db.Scopes(toArchive).Create(&wItem{ID: u(0), Name: "scoped into the archive"}).Error
+			return db.Scopes(toArchive).Create(&Item{ID: u(0), Name: "scoped into the archive"}).Error
 		})
-		check[wItem](t, w, true, ids...)
-		var a wItem
+		check[Item](t, w, true, ids...)
+		var a Item
 		require.NoError(t, w.plain.Table(archive).First(&a, u(0)).Error)
 		require.Equal(t, "scoped into the archive", a.Name)
 	})

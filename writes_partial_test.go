@@ -9,8 +9,8 @@ import (
 	"gorm.io/gorm"
 )
 
-// wItem is the model of the write-shape tests.
-type wItem struct {
+// Item is the model of the write-shape tests.
+type Item struct {
 	ID        uint `gorm:"primaryKey"`
 	Name      string
 	Stock     int
@@ -24,9 +24,9 @@ type wItem struct {
 // seedItems creates n items (ids 1..n) and returns their ids.
 func seedItems(t *testing.T, w *writeEnv, n int) []any {
 	t.Helper()
-	items := make([]wItem, n)
+	items := make([]Item, n)
 	for i := range items {
-		items[i] = wItem{Name: "item" + strings.Repeat("x", i), Stock: i + 1, Price: int64(100 * (i + 1))}
+		items[i] = Item{Name: "item" + strings.Repeat("x", i), Stock: i + 1, Price: int64(100 * (i + 1))}
 	}
 	w.write(t, func(db *gorm.DB) error { return db.Create(&items).Error })
 	ids := make([]any, n)
@@ -42,46 +42,46 @@ func seedItems(t *testing.T, w *writeEnv, n int) []any {
 // or updated_at, an expression), the cache ends with the full row as the
 // database has it, and serves it without a query.
 func TestWritePartialUpdates(t *testing.T) {
-	forEachWriteMode(t, []any{&wItem{}}, func(t *testing.T, w *writeEnv) {
+	forEachWriteMode(t, []any{&Item{}}, func(t *testing.T, w *writeEnv) {
 		ids := seedItems(t, w, 3)
-		check[wItem](t, w, true, ids...)
+		check[Item](t, w, true, ids...)
 		id := ids[0].(uint)
 
 		steps := []struct {
 			name string
 			f    func(db *gorm.DB) error
 		}{
-			{"Update", func(db *gorm.DB) error { return db.Model(&wItem{ID: id}).Update("name", "renamed").Error }},
+			{"Update", func(db *gorm.DB) error { return db.Model(&Item{ID: id}).Update("name", "renamed").Error }},
 			{"Updates(map)", func(db *gorm.DB) error {
-				return db.Model(&wItem{ID: id}).Updates(map[string]any{"stock": 50, "flag": true}).Error
+				return db.Model(&Item{ID: id}).Updates(map[string]any{"stock": 50, "flag": true}).Error
 			}},
 			{"Updates(struct) skips zero fields", func(db *gorm.DB) error {
-				return db.Model(&wItem{ID: id}).Updates(wItem{Name: "struct", Stock: 0, Flag: false}).Error
+				return db.Model(&Item{ID: id}).Updates(Item{Name: "struct", Stock: 0, Flag: false}).Error
 			}},
 			{"Select on Updates(struct) writes zero fields", func(db *gorm.DB) error {
-				return db.Model(&wItem{ID: id}).Select("stock", "flag").Updates(wItem{Name: "ignored", Stock: 0, Flag: false}).Error
+				return db.Model(&Item{ID: id}).Select("stock", "flag").Updates(Item{Name: "ignored", Stock: 0, Flag: false}).Error
 			}},
 			{"Omit on Updates(map)", func(db *gorm.DB) error {
-				return db.Model(&wItem{ID: id}).Omit("name").Updates(map[string]any{"name": "omitted", "price": 777}).Error
+				return db.Model(&Item{ID: id}).Omit("name").Updates(map[string]any{"name": "omitted", "price": 777}).Error
 			}},
-			{"UpdateColumn", func(db *gorm.DB) error { return db.Model(&wItem{ID: id}).UpdateColumn("price", 901).Error }},
+			{"UpdateColumn", func(db *gorm.DB) error { return db.Model(&Item{ID: id}).UpdateColumn("price", 901).Error }},
 			{"UpdateColumns", func(db *gorm.DB) error {
-				return db.Model(&wItem{ID: id}).UpdateColumns(map[string]any{"price": 902, "stock": 40}).Error
+				return db.Model(&Item{ID: id}).UpdateColumns(map[string]any{"price": 902, "stock": 40}).Error
 			}},
 			{"gorm.Expr", func(db *gorm.DB) error {
-				return db.Model(&wItem{ID: id}).Update("stock", gorm.Expr("stock - ?", 3)).Error
+				return db.Model(&Item{ID: id}).Update("stock", gorm.Expr("stock - ?", 3)).Error
 			}},
 			{"Updates with gorm.Expr in a map", func(db *gorm.DB) error {
-				return db.Model(&wItem{ID: id}).Updates(map[string]any{"price": gorm.Expr("price * ?", 2), "note": "doubled"}).Error
+				return db.Model(&Item{ID: id}).Updates(map[string]any{"price": gorm.Expr("price * ?", 2), "note": "doubled"}).Error
 			}},
 			{"Updates(struct) carrying the model's own key", func(db *gorm.DB) error {
-				return db.Model(&wItem{ID: id}).Updates(wItem{ID: id, Name: "same-key"}).Error
+				return db.Model(&Item{ID: id}).Updates(Item{ID: id, Name: "same-key"}).Error
 			}},
 			{"Where by key and Update", func(db *gorm.DB) error {
-				return db.Model(&wItem{}).Where("id = ?", id).Update("name", "by-where").Error
+				return db.Model(&Item{}).Where("id = ?", id).Update("name", "by-where").Error
 			}},
 			{"Save", func(db *gorm.DB) error {
-				var it wItem
+				var it Item
 				if err := db.First(&it, id).Error; err != nil {
 					return err
 				}
@@ -91,36 +91,36 @@ func TestWritePartialUpdates(t *testing.T) {
 		}
 		for _, s := range steps {
 			w.write(t, s.f)
-			t.Run(s.name, func(t *testing.T) { check[wItem](t, w, true, ids...) })
+			t.Run(s.name, func(t *testing.T) { check[Item](t, w, true, ids...) })
 		}
 
 		// UpdateColumn must not move updated_at; the cache agrees with the
 		// database on it either way.
-		var before wItem
+		var before Item
 		require.NoError(t, w.plain.First(&before, id).Error)
-		w.write(t, func(db *gorm.DB) error { return db.Model(&wItem{ID: id}).UpdateColumn("stock", 99).Error })
-		var after wItem
+		w.write(t, func(db *gorm.DB) error { return db.Model(&Item{ID: id}).UpdateColumn("stock", 99).Error })
+		var after Item
 		require.NoError(t, w.plain.First(&after, id).Error)
 		require.True(t, before.UpdatedAt.Equal(after.UpdatedAt), "UpdateColumn moved updated_at")
-		check[wItem](t, w, true, ids...)
+		check[Item](t, w, true, ids...)
 	})
 }
 
-// wHooked changes its own fields in hooks.
-type wHooked struct {
+// Hooked changes its own fields in hooks.
+type Hooked struct {
 	ID    uint `gorm:"primaryKey"`
 	Name  string
 	Audit string
 	Saves int
 }
 
-func (h *wHooked) BeforeSave(tx *gorm.DB) error {
+func (h *Hooked) BeforeSave(tx *gorm.DB) error {
 	h.Name = strings.ToUpper(h.Name)
 	h.Saves++
 	return nil
 }
 
-func (h *wHooked) BeforeUpdate(tx *gorm.DB) error {
+func (h *Hooked) BeforeUpdate(tx *gorm.DB) error {
 	// SetColumn changes the statement's assignments, not only the struct.
 	tx.Statement.SetColumn("audit", "updated:"+strings.ToLower(h.Name))
 	return nil
@@ -129,24 +129,24 @@ func (h *wHooked) BeforeUpdate(tx *gorm.DB) error {
 // BeforeUpdate/BeforeSave hooks that change fields: what is cached is what
 // the database stored, not the struct the caller passed in.
 func TestWriteHooksChangeFields(t *testing.T) {
-	forEachWriteMode(t, []any{&wHooked{}}, func(t *testing.T, w *writeEnv) {
-		h := wHooked{Name: "lower"}
+	forEachWriteMode(t, []any{&Hooked{}}, func(t *testing.T, w *writeEnv) {
+		h := Hooked{Name: "lower"}
 		w.write(t, func(db *gorm.DB) error { return db.Create(&h).Error })
-		check[wHooked](t, w, true, h.ID)
+		check[Hooked](t, w, true, h.ID)
 
 		w.write(t, func(db *gorm.DB) error { return db.Model(&h).Update("name", "second").Error })
-		check[wHooked](t, w, true, h.ID)
+		check[Hooked](t, w, true, h.ID)
 
 		w.write(t, func(db *gorm.DB) error { return db.Model(&h).Updates(map[string]any{"name": "third"}).Error })
-		check[wHooked](t, w, true, h.ID)
+		check[Hooked](t, w, true, h.ID)
 
 		w.write(t, func(db *gorm.DB) error {
 			h.Name = "fourth"
 			return db.Save(&h).Error
 		})
-		check[wHooked](t, w, true, h.ID)
+		check[Hooked](t, w, true, h.ID)
 
-		var db wHooked
+		var db Hooked
 		require.NoError(t, w.plain.First(&db, h.ID).Error)
 		require.Equal(t, "FOURTH", db.Name)
 		require.True(t, strings.HasPrefix(db.Audit, "updated:"), "the hook's SetColumn reached the database: %+v", db)

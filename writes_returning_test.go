@@ -11,7 +11,7 @@ import (
 // struct, only the first of them. The rows a statement changed are what its
 // conditions select before it runs, not what it leaves in the model.
 func TestWriteReturningIntoTheModel(t *testing.T) {
-	forEachWriteMode(t, []any{&wItem{}}, func(t *testing.T, w *writeEnv) {
+	forEachWriteMode(t, []any{&Item{}}, func(t *testing.T, w *writeEnv) {
 		ids := seedItems(t, w, 6)
 		steps := []struct {
 			name     string
@@ -19,19 +19,19 @@ func TestWriteReturningIntoTheModel(t *testing.T) {
 			noUpdate bool // MariaDB has DELETE ... RETURNING but no UPDATE ... RETURNING
 		}{
 			{name: "Update by condition returning into a struct", f: func(db *gorm.DB) error {
-				var it wItem
+				var it Item
 				return db.Model(&it).Clauses(clause.Returning{}).Where("stock > ?", 2).Update("name", "returned").Error
 			}, noUpdate: true},
 			{name: "Update by condition returning into a slice", f: func(db *gorm.DB) error {
-				var its []wItem
+				var its []Item
 				return db.Model(&its).Clauses(clause.Returning{}).Where("stock > ?", 3).Update("note", "returned").Error
 			}, noUpdate: true},
 			{name: "Delete by condition returning into a struct", f: func(db *gorm.DB) error {
-				var it wItem // a soft delete: an UPDATE
+				var it Item // a soft delete: an UPDATE
 				return db.Clauses(clause.Returning{}).Where("stock > ?", 4).Delete(&it).Error
 			}, noUpdate: true},
 			{name: "Unscoped Delete by condition returning into a struct", f: func(db *gorm.DB) error {
-				var it wItem
+				var it Item
 				return db.Unscoped().Clauses(clause.Returning{}).Where("stock < ?", 3).Delete(&it).Error
 			}},
 		}
@@ -40,9 +40,9 @@ func TestWriteReturningIntoTheModel(t *testing.T) {
 				t.Logf("%s: skipped on mysql (no UPDATE ... RETURNING)", s.name)
 				continue
 			}
-			warm[wItem](t, w, ids...)
+			warm[Item](t, w, ids...)
 			w.write(t, s.f)
-			t.Run(s.name, func(t *testing.T) { checkAll[wItem](t, w, false, ids...) })
+			t.Run(s.name, func(t *testing.T) { checkAll[Item](t, w, false, ids...) })
 		}
 	})
 }

@@ -26,29 +26,29 @@ func TestWriteUnchangedRowFromOldSnapshot(t *testing.T) {
 			f    func(tx *gorm.DB, id uint) error
 		}{
 			{"Update excluded by its condition", func(tx *gorm.DB, id uint) error {
-				return tx.Model(&wItem{ID: id}).Where("stock > ?", 1000).Update("name", "never").Error
+				return tx.Model(&Item{ID: id}).Where("stock > ?", 1000).Update("name", "never").Error
 			}},
 			{"Delete excluded by its condition", func(tx *gorm.DB, id uint) error {
-				return tx.Where("stock > ?", 1000).Delete(&wItem{ID: id}).Error
+				return tx.Where("stock > ?", 1000).Delete(&Item{ID: id}).Error
 			}},
 			{"Create ON CONFLICT DO NOTHING", func(tx *gorm.DB, id uint) error {
-				return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&wItem{ID: id, Name: "caller"}).Error
+				return tx.Clauses(clause.OnConflict{DoNothing: true}).Create(&Item{ID: id, Name: "caller"}).Error
 			}},
 		}
 		for _, s := range shapes {
 			t.Run(s.name, func(t *testing.T) {
-				w := newWriteEnv(t, b, Config{}, &gorm.Config{}, &wItem{})
+				w := newWriteEnv(t, b, Config{}, &gorm.Config{}, &Item{})
 				ids := seedItems(t, w, 2)
 				id := ids[0].(uint)
 				err := w.db.Transaction(func(tx *gorm.DB) error {
 					// The snapshot starts here (first read of the transaction).
-					var other wItem
+					var other Item
 					if err := tx.First(&other, ids[1]).Error; err != nil {
 						return err
 					}
 					// Another writer commits a newer state of the row and caches it.
-					require.NoError(t, w.db.Model(&wItem{ID: id}).Update("name", "newer").Error)
-					check[wItem](t, w, true, id)
+					require.NoError(t, w.db.Model(&Item{ID: id}).Update("name", "newer").Error)
+					check[Item](t, w, true, id)
 					return s.f(tx, id)
 				}, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
 				if err != nil && b.dialect == "postgres" && strings.Contains(err.Error(), "40001") {
@@ -58,8 +58,8 @@ func TestWriteUnchangedRowFromOldSnapshot(t *testing.T) {
 				} else {
 					require.NoError(t, err)
 				}
-				check[wItem](t, w, false, id)
-				var got wItem
+				check[Item](t, w, false, id)
+				var got Item
 				require.NoError(t, w.db.First(&got, id).Error)
 				require.Equal(t, "newer", got.Name)
 			})

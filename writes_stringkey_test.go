@@ -7,18 +7,11 @@ import (
 	"gorm.io/gorm"
 )
 
-// wCode has a string primary key. MySQL/MariaDB compare it without regard
-// to case (and trailing spaces) under their default collations.
-type wCode struct {
-	Code string `gorm:"primaryKey;size:32"`
-	Name string
-}
-
 // checkCodes reads each code through the plugin and from the database.
 func checkCodes(t *testing.T, w *writeEnv, codes ...string) {
 	t.Helper()
 	for _, c := range codes {
-		var want, got wCode
+		var want, got SKU
 		wantErr := w.plain.Where("code = ?", c).Take(&want).Error
 		gotErr := w.db.Where("code = ?", c).Take(&got).Error
 		require.Equal(t, wantErr == nil, gotErr == nil, "code %q: database %v, plugin %v (%+v)", c, wantErr, gotErr, got)
@@ -30,25 +23,25 @@ func checkCodes(t *testing.T, w *writeEnv, codes ...string) {
 // finds it all the same) changes the stored row: its key, and the key the
 // write named, must both end up true.
 func TestWriteStringKeyInAnotherCase(t *testing.T) {
-	forEachWriteMode(t, []any{&wCode{}}, func(t *testing.T, w *writeEnv) {
-		w.write(t, func(db *gorm.DB) error { return db.Create(&wCode{Code: "ABC", Name: "v1"}).Error })
+	forEachWriteMode(t, []any{&SKU{}}, func(t *testing.T, w *writeEnv) {
+		w.write(t, func(db *gorm.DB) error { return db.Create(&SKU{Code: "ABC", Name: "v1"}).Error })
 		codes := []string{"ABC", "abc"}
 		checkCodes(t, w, codes...)
 		checkCodes(t, w, codes...) // now cached where the read path caches
 
-		w.write(t, func(db *gorm.DB) error { return db.Model(&wCode{Code: "abc"}).Update("name", "v2").Error })
+		w.write(t, func(db *gorm.DB) error { return db.Model(&SKU{Code: "abc"}).Update("name", "v2").Error })
 		checkCodes(t, w, codes...)
-		w.write(t, func(db *gorm.DB) error { return db.Where("code = ?", "abc").Updates(&wCode{Name: "v3"}).Error })
+		w.write(t, func(db *gorm.DB) error { return db.Where("code = ?", "abc").Updates(&SKU{Name: "v3"}).Error })
 		checkCodes(t, w, codes...)
-		w.write(t, func(db *gorm.DB) error { return db.Delete(&wCode{Code: "abc"}).Error })
+		w.write(t, func(db *gorm.DB) error { return db.Delete(&SKU{Code: "abc"}).Error })
 		checkCodes(t, w, codes...)
-		w.write(t, func(db *gorm.DB) error { return db.Create(&wCode{Code: "abc", Name: "lower"}).Error })
+		w.write(t, func(db *gorm.DB) error { return db.Create(&SKU{Code: "abc", Name: "lower"}).Error })
 		checkCodes(t, w, codes...)
 		codes = append(codes, "abc ")
 		checkCodes(t, w, codes...)
-		w.write(t, func(db *gorm.DB) error { return db.Model(&wCode{Code: "abc "}).Update("name", "padded").Error })
+		w.write(t, func(db *gorm.DB) error { return db.Model(&SKU{Code: "abc "}).Update("name", "padded").Error })
 		checkCodes(t, w, codes...)
-		w.write(t, func(db *gorm.DB) error { return db.Delete(&wCode{}, "code IN ?", []string{"ABC "}).Error })
+		w.write(t, func(db *gorm.DB) error { return db.Delete(&SKU{}, "code IN ?", []string{"ABC "}).Error })
 		checkCodes(t, w, codes...)
 	})
 }

@@ -9,8 +9,8 @@ import (
 	"gorm.io/gorm/clause"
 )
 
-// wUp has a unique column besides its key, for upserts that conflict on it.
-type wUp struct {
+// Upsertable has a unique column besides its key, for upserts that conflict on it.
+type Upsertable struct {
 	ID    uint   `gorm:"primaryKey"`
 	Code  string `gorm:"uniqueIndex;size:64"`
 	Name  string
@@ -25,10 +25,10 @@ type wUp struct {
 // MySQL/MariaDB, which cannot say which row an upsert hit, invalidates the
 // table.
 func TestWriteUpserts(t *testing.T) {
-	forEachWriteMode(t, []any{&wUp{}}, func(t *testing.T, w *writeEnv) {
+	forEachWriteMode(t, []any{&Upsertable{}}, func(t *testing.T, w *writeEnv) {
 		returning := w.b.dialect != "mysql"
-		table := w.db.NamingStrategy.TableName("wUp")
-		seed := []wUp{{ID: 1, Code: "a", Name: "one"}, {ID: 2, Code: "b", Name: "two"}, {ID: 3, Code: "c", Name: "three"}}
+		table := w.db.NamingStrategy.TableName("Upsertable")
+		seed := []Upsertable{{ID: 1, Code: "a", Name: "one"}, {ID: 2, Code: "b", Name: "two"}, {ID: 3, Code: "c", Name: "three"}}
 		w.write(t, func(db *gorm.DB) error { return db.Create(&seed).Error })
 		all := []any{uint(1), uint(2), uint(3), uint(10), uint(11), uint(12), uint(13), uint(14), uint(15), uint(20)}
 
@@ -40,72 +40,72 @@ func TestWriteUpserts(t *testing.T) {
 			autoHit bool // write-through in auto-commit (fenced before the SQL, read after COMMIT)
 		}{
 			{name: "Save a new key", hit: returning, ids: []any{uint(10)}, f: func(db *gorm.DB) error {
-				return db.Save(&wUp{ID: 10, Code: "s10", Name: "saved"}).Error
+				return db.Save(&Upsertable{ID: 10, Code: "s10", Name: "saved"}).Error
 			}},
 			{name: "Save an existing key", hit: true, ids: []any{uint(10)}, f: func(db *gorm.DB) error {
-				return db.Save(&wUp{ID: 10, Code: "s10", Name: "saved again", Count: 1}).Error
+				return db.Save(&Upsertable{ID: 10, Code: "s10", Name: "saved again", Count: 1}).Error
 			}},
 			{name: "DO NOTHING on an existing key keeps the database's row", hit: false, ids: []any{uint(1)}, f: func(db *gorm.DB) error {
-				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&wUp{ID: 1, Code: "a", Name: "caller's value"}).Error
+				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&Upsertable{ID: 1, Code: "a", Name: "caller's value"}).Error
 			}, autoHit: true},
 			{name: "DO NOTHING on an existing unique column", hit: false, ids: []any{uint(2)}, f: func(db *gorm.DB) error {
-				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&wUp{Code: "b", Name: "caller's value"}).Error
+				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&Upsertable{Code: "b", Name: "caller's value"}).Error
 			}},
 			{name: "DO NOTHING inserting a new row", hit: false, ids: []any{uint(11)}, f: func(db *gorm.DB) error {
-				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&wUp{ID: 11, Code: "n11", Name: "new"}).Error
+				return db.Clauses(clause.OnConflict{DoNothing: true}).Create(&Upsertable{ID: 11, Code: "n11", Name: "new"}).Error
 			}, autoHit: true},
 			{name: "DO UPDATE on the key", hit: returning, ids: []any{uint(1)}, f: func(db *gorm.DB) error {
 				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "id"}}, DoUpdates: clause.AssignmentColumns([]string{"name"})}).
-					Create(&wUp{ID: 1, Code: "a", Name: "upserted"}).Error
+					Create(&Upsertable{ID: 1, Code: "a", Name: "upserted"}).Error
 			}},
 			{name: "DO UPDATE with an expression", hit: returning, ids: []any{uint(1)}, f: func(db *gorm.DB) error {
 				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "id"}}, DoUpdates: clause.Assignments(map[string]any{"count": gorm.Expr(db.Statement.Quote(table+".count") + " + 5")})}).
-					Create(&wUp{ID: 1, Code: "a", Name: "ignored"}).Error
+					Create(&Upsertable{ID: 1, Code: "a", Name: "ignored"}).Error
 			}},
 			{name: "DO UPDATE on another unique column", hit: returning, ids: []any{uint(2)}, f: func(db *gorm.DB) error {
 				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "code"}}, DoUpdates: clause.AssignmentColumns([]string{"name"})}).
-					Create(&wUp{Code: "b", Name: "by code"}).Error
+					Create(&Upsertable{Code: "b", Name: "by code"}).Error
 			}},
 			{name: "UpdateAll", hit: returning, ids: []any{uint(3)}, f: func(db *gorm.DB) error {
-				return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&wUp{ID: 3, Code: "c", Name: "all", Count: 9}).Error
+				return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&Upsertable{ID: 3, Code: "c", Name: "all", Count: 9}).Error
 			}},
 			{name: "UpdateAll batch of new and existing", hit: returning, ids: []any{uint(2), uint(3), uint(12)}, f: func(db *gorm.DB) error {
-				rows := []wUp{{ID: 2, Code: "b", Name: "batch2"}, {ID: 3, Code: "c", Name: "batch3"}, {ID: 12, Code: "n12", Name: "batch12"}}
+				rows := []Upsertable{{ID: 2, Code: "b", Name: "batch2"}, {ID: 3, Code: "c", Name: "batch3"}, {ID: 12, Code: "n12", Name: "batch12"}}
 				return db.Clauses(clause.OnConflict{UpdateAll: true}).Create(&rows).Error
 			}},
 			{name: "Save of a slice of new and existing keys", hit: returning, ids: []any{uint(12), uint(14)}, f: func(db *gorm.DB) error {
-				return db.Save(&[]wUp{{ID: 12, Code: "n12", Name: "saved batch"}, {ID: 14, Code: "s14", Name: "saved new"}}).Error
+				return db.Save(&[]Upsertable{{ID: 12, Code: "n12", Name: "saved batch"}, {ID: 14, Code: "s14", Name: "saved new"}}).Error
 			}},
 			{name: "FirstOrCreate creates", hit: true, ids: []any{uint(13)}, f: func(db *gorm.DB) error {
-				u := wUp{ID: 13}
-				return db.Where(wUp{Code: "f13"}).Attrs(wUp{Name: "from attrs"}).FirstOrCreate(&u).Error
+				u := Upsertable{ID: 13}
+				return db.Where(Upsertable{Code: "f13"}).Attrs(Upsertable{Name: "from attrs"}).FirstOrCreate(&u).Error
 			}},
 			{name: "FirstOrCreate finds and Assign updates", hit: true, ids: []any{uint(13)}, f: func(db *gorm.DB) error {
-				var u wUp
-				return db.Where(wUp{Code: "f13"}).Assign(wUp{Name: "assigned", Count: 3}).FirstOrCreate(&u).Error
+				var u Upsertable
+				return db.Where(Upsertable{Code: "f13"}).Assign(Upsertable{Name: "assigned", Count: 3}).FirstOrCreate(&u).Error
 			}},
 			{name: "FirstOrCreate by key", hit: true, ids: []any{uint(15)}, f: func(db *gorm.DB) error {
-				u := wUp{ID: 15, Code: "f15", Name: "by key"}
+				u := Upsertable{ID: 15, Code: "f15", Name: "by key"}
 				return db.FirstOrCreate(&u).Error
 			}},
 			{name: "FirstOrCreate by key finds it", hit: true, ids: []any{uint(15)}, f: func(db *gorm.DB) error {
-				u := wUp{ID: 15, Code: "other", Name: "not written"}
+				u := Upsertable{ID: 15, Code: "other", Name: "not written"}
 				return db.FirstOrCreate(&u).Error
 			}},
 			{name: "DO UPDATE by unique column with a new key", hit: returning, ids: []any{uint(20)}, f: func(db *gorm.DB) error {
 				return db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "code"}}, DoUpdates: clause.AssignmentColumns([]string{"name"})}).
-					Create(&wUp{ID: 20, Code: "n20", Name: "inserted by upsert"}).Error
+					Create(&Upsertable{ID: 20, Code: "n20", Name: "inserted by upsert"}).Error
 			}},
 		}
 		for _, s := range steps {
-			warm[wUp](t, w, all...)
+			warm[Upsertable](t, w, all...)
 			w.write(t, s.f)
 			t.Run(s.name, func(t *testing.T) {
-				check[wUp](t, w, s.hit || s.autoHit && returning && w.mode.skipTx, s.ids...)
-				checkAll[wUp](t, w, false, all...)
+				check[Upsertable](t, w, s.hit || s.autoHit && returning && w.mode.skipTx, s.ids...)
+				checkAll[Upsertable](t, w, false, all...)
 			})
 		}
-		var one wUp
+		var one Upsertable
 		require.NoError(t, w.plain.First(&one, 1).Error)
 		require.Equal(t, "upserted", one.Name, "DO NOTHING must not have written the caller's value")
 		require.Equal(t, 5, one.Count)
@@ -117,7 +117,7 @@ func TestWriteUpserts(t *testing.T) {
 // LAST_INSERT_ID); OR REPLACE deletes whichever row conflicts, on any
 // unique column. Neither names the rows it changed.
 func TestWriteInsertModifiers(t *testing.T) {
-	forEachWriteMode(t, []any{&wUp{}}, func(t *testing.T, w *writeEnv) {
+	forEachWriteMode(t, []any{&Upsertable{}}, func(t *testing.T, w *writeEnv) {
 		var mods []string
 		switch w.b.dialect {
 		case "sqlite":
@@ -129,19 +129,19 @@ func TestWriteInsertModifiers(t *testing.T) {
 		}
 		for i, mod := range mods {
 			base := uint(100 * (i + 1))
-			seed := []wUp{{ID: base + 1, Code: fmt.Sprint("a", base), Name: "one"}, {ID: base + 2, Code: fmt.Sprint("b", base), Name: "two"}}
+			seed := []Upsertable{{ID: base + 1, Code: fmt.Sprint("a", base), Name: "one"}, {ID: base + 2, Code: fmt.Sprint("b", base), Name: "two"}}
 			w.write(t, func(db *gorm.DB) error { return db.Create(&seed).Error })
 			ids := []any{base + 1, base + 2, base + 3, base + 4}
-			warm[wUp](t, w, ids...)
+			warm[Upsertable](t, w, ids...)
 			w.write(t, func(db *gorm.DB) error {
-				rows := []wUp{
+				rows := []Upsertable{
 					{ID: base + 3, Code: fmt.Sprint("a", base), Name: "conflicts on code"},
 					{ID: base + 2, Code: fmt.Sprint("x", base), Name: "conflicts on key"},
 					{ID: base + 4, Code: fmt.Sprint("d", base), Name: "new"},
 				}
 				return db.Clauses(clause.Insert{Modifier: mod}).Create(&rows).Error
 			})
-			t.Run(mod, func(t *testing.T) { checkAll[wUp](t, w, false, ids...) })
+			t.Run(mod, func(t *testing.T) { checkAll[Upsertable](t, w, false, ids...) })
 		}
 	})
 }
