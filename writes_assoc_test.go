@@ -14,15 +14,15 @@ type Company struct {
 }
 
 type Profile struct {
-	ID      uint `gorm:"primaryKey"`
+	ID     uint `gorm:"primaryKey"`
 	UserID *uint
-	Bio     string
+	Bio    string
 }
 
 type Order struct {
-	ID      uint `gorm:"primaryKey"`
+	ID     uint `gorm:"primaryKey"`
 	UserID *uint
-	Total   int
+	Total  int
 }
 
 type Tag struct {
@@ -33,15 +33,15 @@ type Tag struct {
 // UserTag is the join table of User.Tags, as a model of its own so its
 // rows are cached (and checked) like any other.
 type UserTag struct {
-	UserID   uint `gorm:"primaryKey;autoIncrement:false"`
-	TagID    uint `gorm:"primaryKey;autoIncrement:false"`
+	UserID    uint `gorm:"primaryKey;autoIncrement:false"`
+	TagID     uint `gorm:"primaryKey;autoIncrement:false"`
 	CreatedAt time.Time
 }
 
 type User struct {
 	ID          uint `gorm:"primaryKey"`
 	Name        string
-	CompanyID  *uint
+	CompanyID   *uint
 	Company     *Company `gorm:"foreignKey:CompanyID"`
 	Profile     *Profile `gorm:"foreignKey:UserID"`
 	Orders      []Order  `gorm:"foreignKey:UserID"`
