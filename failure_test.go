@@ -152,8 +152,8 @@ func TestRedisFaultOnReadFallsBackToTheDatabase(t *testing.T) {
 				})
 				t.Cleanup(func() { rdb.Close() })
 				e := envWithRedis(t, b, rdb, Config{ReadTimeout: defaultReadTimeout}, &Product{})
-				plain := e.plain()
-				table := tableOf(t, e, &Product{})
+				plain := e.plainDB()
+				table := e.stmtSchema(&Product{}).Table
 				rows := []Product{{Name: "a", Price: 1}, {Name: "b", Price: 2}}
 				require.NoError(t, plain.Table(table).Create(&rows).Error)
 				e.queries()
@@ -200,8 +200,8 @@ func TestRedisFaultOnWriteIsBoundedByWriteTimeout(t *testing.T) {
 		})
 		t.Cleanup(func() { rdb.Close() })
 		e := envWithRedis(t, b, rdb, Config{WriteTimeout: 200 * time.Millisecond}, &Plain{})
-		plain := e.plain()
-		table := tableOf(t, e, &Plain{})
+		plain := e.plainDB()
+		table := e.stmtSchema(&Plain{}).Table
 		old := Plain{Name: "old"}
 		require.NoError(t, plain.Table(table).Create(&old).Error)
 
@@ -235,7 +235,7 @@ func TestCorruptEntriesAreMissesAndReplaced(t *testing.T) {
 		ctx := context.Background()
 		p := Product{Name: "lamp 🦊", Price: 1999}
 		require.NoError(t, e.db.Create(&p).Error)
-		key := rowKeyOf(t, e, &p).row
+		key := rowKeyOf(t, e, &p)
 		good, err := e.rdb.Get(ctx, key).Result()
 		require.NoError(t, err)
 		require.True(t, strings.HasPrefix(good, "V"), "the write stored the row: %q", good)
@@ -306,8 +306,8 @@ type AuditLog struct {
 func TestModelWithoutPrimaryKeyIsNotCached(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &AuditLog{})
-		plain := e.plain()
-		table := tableOf(t, e, &AuditLog{})
+		plain := e.plainDB()
+		table := e.stmtSchema(&AuditLog{}).Table
 
 		require.NoError(t, e.db.Create(&[]AuditLog{{Event: "a", Level: 1}, {Event: "b", Level: 2}}).Error)
 		require.NoError(t, e.db.Model(&AuditLog{}).Where("event = ?", "a").Update("level", 5).Error)
@@ -374,7 +374,7 @@ func TestCacheTTLer(t *testing.T) {
 			start := time.Now()
 			s := ShortLived{Name: "s"}
 			require.NoError(t, e.db.Create(&s).Error)
-			key := rowKeyOf(t, e, &s).row
+			key := rowKeyOf(t, e, &s)
 			requirePTTL(t, e.rdb, key, ttl, time.Duration(float64(ttl)*(1+jitter)), start)
 
 			// A fill sets it too.
@@ -386,7 +386,7 @@ func TestCacheTTLer(t *testing.T) {
 			// An absence lives NotFoundTTL, whatever the model's TTL.
 			start = time.Now()
 			require.ErrorIs(t, e.db.First(&ShortLived{}, s.ID+100).Error, gorm.ErrRecordNotFound)
-			missing := rowKeyOf(t, e, &ShortLived{ID: s.ID + 100}).row
+			missing := rowKeyOf(t, e, &ShortLived{ID: s.ID + 100})
 			requirePTTL(t, e.rdb, missing, cfg.NotFoundTTL, cfg.NotFoundTTL, start)
 		})
 
@@ -394,7 +394,7 @@ func TestCacheTTLer(t *testing.T) {
 			start := time.Now()
 			d := DefaultLived{Name: "d"}
 			require.NoError(t, e.db.Create(&d).Error)
-			requirePTTL(t, e.rdb, rowKeyOf(t, e, &d).row, cfg.TTL, time.Duration(float64(cfg.TTL)*(1+jitter)), start)
+			requirePTTL(t, e.rdb, rowKeyOf(t, e, &d), cfg.TTL, time.Duration(float64(cfg.TTL)*(1+jitter)), start)
 		})
 
 		t.Run("NoCache opts out", func(t *testing.T) {
@@ -411,7 +411,7 @@ func TestCacheTTLer(t *testing.T) {
 			require.ErrorIs(t, e.db.First(&Uncached{}, u.ID+100).Error, gorm.ErrRecordNotFound)
 			require.NoError(t, e.db.Delete(&u).Error)
 			for _, k := range keysUnder(t, e.rdb, e.prefix) {
-				require.NotContains(t, k, tableOf(t, e, &Uncached{}), "an opted-out model has no keys")
+				require.NotContains(t, k, e.stmtSchema(&Uncached{}).Table, "an opted-out model has no keys")
 			}
 			_, err := e.plugin.modelOf(&u)
 			require.NoError(t, err)
@@ -516,7 +516,7 @@ func TestTTLJitterSpreadsExpiries(t *testing.T) {
 				pttls := func(rows []Plain, start time.Time) (lo, hi time.Duration) {
 					keys := make([]string, len(rows))
 					for i := range rows {
-						keys[i] = rowKeyOf(t, e, &rows[i]).row
+						keys[i] = rowKeyOf(t, e, &rows[i])
 					}
 					cmds, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 						for _, k := range keys {
@@ -562,7 +562,7 @@ func TestTTLJitterSpreadsExpiries(t *testing.T) {
 				keys := make([]string, n)
 				for i, r := range rows {
 					ids[i] = r.ID
-					keys[i] = rowKeyOf(t, e, &rows[i]).row
+					keys[i] = rowKeyOf(t, e, &rows[i])
 				}
 				require.NoError(t, e.rdb.Del(ctx, keys...).Err())
 				start = time.Now()
@@ -589,7 +589,7 @@ func TestNegativeNotFoundTTLDisablesCachingAbsences(t *testing.T) {
 				p := Plain{Name: "gone soon"}
 				require.NoError(t, e.db.Create(&p).Error)
 				missing := p.ID + 1000
-				key := rowKeyOf(t, e, &Plain{ID: missing}).row
+				key := rowKeyOf(t, e, &Plain{ID: missing})
 				e.queries()
 				for i := 0; i < 3; i++ {
 					require.ErrorIs(t, e.db.First(&Plain{}, missing).Error, gorm.ErrRecordNotFound)
@@ -611,7 +611,7 @@ func TestNegativeNotFoundTTLDisablesCachingAbsences(t *testing.T) {
 
 				// A delete leaves an absence behind only when absences are cached.
 				require.NoError(t, e.db.Delete(&p).Error)
-				pkey := rowKeyOf(t, e, &p).row
+				pkey := rowKeyOf(t, e, &p)
 				v, err = e.rdb.Get(ctx, pkey).Result()
 				if c.cached {
 					require.NoError(t, err)

@@ -164,14 +164,16 @@ func fidelityRows(t testing.TB, dialect string) (full, empty Fidelity) {
 	return full, empty
 }
 
-// rowKeyOf returns the cache key of a row.
-func rowKeyOf(t testing.TB, e *env, row any) rowKey {
+// rowKeyOf returns the Redis key of a row of a cached model whose primary
+// key is set.
+func rowKeyOf(t testing.TB, e *env, row any) string {
+	t.Helper()
 	mi, err := e.plugin.modelOf(row)
 	require.NoError(t, err)
 	require.True(t, mi.cached, "model %T is not cached: %s", row, mi.reason)
 	k, ok := mi.keyOf(context.Background(), e.plugin, reflect.ValueOf(row))
-	require.True(t, ok, "row has no key")
-	return k
+	require.True(t, ok, "the row's primary key must be set")
+	return k.row
 }
 
 func TestFidelityCacheEqualsDatabase(t *testing.T) {
@@ -186,8 +188,8 @@ func TestFidelityCacheEqualsDatabase(t *testing.T) {
 
 func testFidelity(t *testing.T, b backend, c Codec) {
 	e := newEnv(t, b, Config{Codec: c}, &Fidelity{})
-	plain := e.plain()
-	table := tableOf(t, e, &Fidelity{})
+	plain := e.plainDB()
+	table := e.stmtSchema(&Fidelity{}).Table
 	ctx := context.Background()
 
 	// fromDB reads the row as a database read gives it.
@@ -207,7 +209,7 @@ func testFidelity(t *testing.T, b backend, c Codec) {
 	// fill drops the row's entry, reads it cold (the read fills), and
 	// returns what that database read gave.
 	fill := func(row Fidelity, when string) Fidelity {
-		require.NoError(t, e.rdb.Del(ctx, rowKeyOf(t, e, &row).row).Err())
+		require.NoError(t, e.rdb.Del(ctx, rowKeyOf(t, e, &row)).Err())
 		fills := e.plugin.Stats().Fills
 		e.queries()
 		var cold Fidelity

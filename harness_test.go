@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -105,10 +106,21 @@ func mysqlDialector(t testing.TB, pool gorm.ConnPool) gorm.Dialector {
 	return mysql.New(mysql.Config{Conn: pool})
 }
 
+// miniServers maps a client created by miniRedis to its server, so a test
+// can let time pass there: miniredis only expires keys when told to (see
+// expireKey).
+var miniServers sync.Map // redis.UniversalClient -> *miniredis.Miniredis
+
+// miniRedis starts an in-process Redis for one test and returns a client
+// of it, tracked in miniServers.
 func miniRedis(t testing.TB) redis.UniversalClient {
 	s := miniredis.RunT(t)
 	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-	t.Cleanup(func() { c.Close() })
+	miniServers.Store(redis.UniversalClient(c), s)
+	t.Cleanup(func() {
+		miniServers.Delete(redis.UniversalClient(c))
+		c.Close()
+	})
 	return c
 }
 
@@ -184,25 +196,13 @@ func newEnvWith(t testing.TB, b backend, cfg Config, gcfg *gorm.Config, models .
 	return &env{t: t, b: b, db: db, plugin: p, rdb: rdb, counter: counter, prefix: cfg.Prefix, tables: tablePrefix}
 }
 
-// plain opens a second *gorm.DB on the same database and tables as e.db,
-// without the plugin and outside the query count, so tests can compare what
-// the cache serves with what the database itself returns, and change rows
-// behind the cache's back.
-func (e *env) plain() *gorm.DB {
-	e.t.Helper()
-	db, err := gorm.Open(e.b.open(e.t, e.counter.inner), &gorm.Config{
-		NamingStrategy: schema.NamingStrategy{TablePrefix: e.tables},
-		Logger:         logger.Discard,
-	})
-	require.NoError(e.t, err)
-	return db
-}
-
 // queries returns how many database round trips ran since the last call.
 func (e *env) queries() int64 { return e.counter.reset() }
 
-// plainDB opens the test's database again without the plugin (same tables,
-// not counted), to read what the database really holds.
+// plainDB opens a second *gorm.DB on the same database and tables as e.db
+// (its naming strategy), without the plugin and outside the query count, so
+// tests can compare what the cache serves with what the database itself
+// returns, and change rows behind the cache's back.
 func (e *env) plainDB() *gorm.DB {
 	e.t.Helper()
 	db, err := gorm.Open(e.b.open(e.t, e.counter.inner), &gorm.Config{NamingStrategy: e.db.NamingStrategy, Logger: logger.Discard})

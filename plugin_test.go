@@ -92,7 +92,7 @@ func TestDifferentlySpelledStringKeys(t *testing.T) {
 			t.Helper()
 			var cached, direct []SKU
 			require.NoError(t, e.db.Find(&cached, "code = ?", code).Error)
-			require.NoError(t, e.plain().Find(&direct, "code = ?", code).Error)
+			require.NoError(t, e.plainDB().Find(&direct, "code = ?", code).Error)
 			require.Equal(t, direct, cached, "cache and database disagree on %q", code)
 		}
 		warm := func() { same("ABC"); same("abc"); same("ABC"); same("abc") }

@@ -138,12 +138,12 @@ var policyModes = []struct {
 }
 
 func TestPolicyStrictRedisDown(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range policyModes {
 			t.Run(m.name, func(t *testing.T) {
 				e, px := newProxiedEnv(t, b, Config{}, m.gcfg())
 				p, key := newProduct(t, e)
-				warmProduct(t, e, p.ID)
+				warm[Product](t, e, p.ID)
 				old := peek(t, e, key)
 
 				px.setDown(true)
@@ -166,14 +166,14 @@ func TestPolicyStrictRedisDown(t *testing.T) {
 // not. The write fails and rolls back; the orphan fence keeps readers on
 // the database until it expires.
 func TestPolicyStrictFenceReplyLost(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range policyModes {
 			t.Run(m.name, func(t *testing.T) {
 				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				hook := &faultHook{}
 				e.rdb.AddHook(hook)
 				p, key := newProduct(t, e)
-				warmProduct(t, e, p.ID)
+				warm[Product](t, e, p.ID)
 				hook.afterSend.Store(true)
 				hook.set(isFence)
 				err := m.write(e, p.ID, 200)
@@ -192,14 +192,14 @@ func TestPolicyStrictFenceReplyLost(t *testing.T) {
 }
 
 func TestPolicyAvailableRedisDown(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range policyModes {
 			t.Run(m.name, func(t *testing.T) {
 				cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 				e, px := newProxiedEnv(t, b, cfg, m.gcfg())
 				other := twinOf(t, e, Config{}, nil) // another process, its Redis reachable
 				p, key := newProduct(t, e)
-				warmProduct(t, e, p.ID)
+				warm[Product](t, e, p.ID)
 				old := peek(t, e, key)
 
 				px.setDown(true)
@@ -232,13 +232,13 @@ func TestPolicyAvailableRedisDown(t *testing.T) {
 // while its invalidation cannot land, this process does not serve the old
 // entry still in Redis.
 func TestPolicyAvailableDirtyKeysBypassTheCache(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 		e := newEnv(t, b, cfg, &Product{})
 		hook := &faultHook{}
 		e.rdb.AddHook(hook)
 		p, key := newProduct(t, e)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		old := peek(t, e, key)
 		writes := func(cmd redis.Cmder) bool {
 			switch strings.ToLower(cmd.Name()) {
@@ -273,11 +273,11 @@ func TestPolicyAvailableDirtyKeysBypassTheCache(t *testing.T) {
 // The queued invalidation must not land (and expire) before the COMMIT, or
 // a reader fills the old row in between and it is served for good.
 func TestPolicyAvailableInvalidationWaitsForCommit(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 		e, px := newProxiedEnv(t, b, cfg, &gorm.Config{})
 		p, key := newProduct(t, e)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		require.NoError(t, e.db.Transaction(func(tx *gorm.DB) error {
 			px.setDown(true)
 			if err := setPrice(p.ID, 200)(tx); err != nil {

@@ -54,7 +54,7 @@ func TestRace2ReorderedWriters(t *testing.T) {
 	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
 		e := newEnvWith(t, b, Config{ContendedTTL: 5 * time.Second}, gcfg(), &Product{})
 		p, key := newProduct(t, e)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		g := newGate()
 		e.plugin.hooks = &testHooks{beforeFinish: func() bool {
 			g.pass() // only the first writer stops: after COMMIT, before its finish
@@ -81,7 +81,7 @@ func TestRace2ReorderedWriters(t *testing.T) {
 // Race 3a: nothing is cached before COMMIT, even by a concurrent reader
 // that misses while the transaction is open.
 func TestRace3BeforeCommit(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p, key := newProduct(t, e)
 		g := newGate()
@@ -119,10 +119,10 @@ func TestRace3BeforeCommit(t *testing.T) {
 // Race 3b: a rollback publishes nothing, and a rollback's late release does
 // not remove a newer writer's value.
 func TestRace3AfterRollback(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p, key := newProduct(t, e)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		g := newGate()
 		e.plugin.hooks = &testHooks{beforeFinish: func() bool {
 			g.pass() // the rolled-back transaction stops before releasing
@@ -154,12 +154,12 @@ func TestRace3AfterRollback(t *testing.T) {
 // state never reaches Redis, neither while the finish is pending (readers
 // get the committed state) nor after it (the keys are dropped, not written).
 func TestRace3SavepointRollback(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p, key := newProduct(t, e)
 		q, qkey := newProduct(t, e)
-		warmProduct(t, e, p.ID)
-		warmProduct(t, e, q.ID)
+		warm[Product](t, e, p.ID)
+		warm[Product](t, e, q.ID)
 		g := newGate()
 		e.plugin.hooks = &testHooks{afterCommit: g.pass}
 		writer := goWrite(func() error {
@@ -208,13 +208,13 @@ func TestRace3SavepointRollback(t *testing.T) {
 // transaction's own writes, also ones the plugin cannot see (raw SQL), and
 // never fill the cache with uncommitted state.
 func TestRace4ReadsInTransaction(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		warmP, wkey := newProduct(t, e)
-		warmProduct(t, e, warmP.ID)
+		warm[Product](t, e, warmP.ID)
 		wold := peek(t, e, wkey)
 		cold, ckey := newProduct(t, e)
-		table := tableOf(t, e, &Product{})
+		table := e.stmtSchema(&Product{}).Table
 		err := e.db.Transaction(func(tx *gorm.DB) error {
 			for _, id := range []uint{warmP.ID, cold.ID} {
 				require.NoError(t, tx.Exec(fmt.Sprintf("UPDATE %s SET price = 300 WHERE id = ?", table), id).Error)
@@ -239,7 +239,7 @@ func TestRace5CrashBeforeFinish(t *testing.T) {
 	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
 		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
 		p, key := newProduct(t, e)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		var crashed atomic.Bool
 		crashed.Store(true)
 		e.plugin.hooks = &testHooks{beforeFinish: func() bool { return !crashed.Load() }}
@@ -267,7 +267,7 @@ func TestRace5LostFinish(t *testing.T) {
 				hook := &faultHook{}
 				e.rdb.AddHook(hook)
 				p, key := newProduct(t, e)
-				warmProduct(t, e, p.ID)
+				warm[Product](t, e, p.ID)
 				hook.afterSend.Store(replyLost)
 				hook.set(func(cmd redis.Cmder) bool { return isScript(cmd, finishScript) })
 				errsBefore := e.plugin.Stats().RedisErrors
@@ -306,7 +306,7 @@ func TestRace6CachedAbsenceThenInsert(t *testing.T) {
 				id := last.ID + 1
 				// Cached absence, served from the cache, for a bounded time.
 				require.ErrorIs(t, e.db.First(&Product{}, id).Error, gorm.ErrRecordNotFound)
-				key := rowKeyFor(t, e, &Product{ID: id})
+				key := rowKeyOf(t, e, &Product{ID: id})
 				require.True(t, strings.HasPrefix(peek(t, e, key), "N"), "the absence is cached")
 				ttl := e.rdb.PTTL(context.Background(), key).Val()
 				require.Greater(t, ttl, time.Duration(0))
@@ -326,7 +326,7 @@ func TestRace6CachedAbsenceThenInsert(t *testing.T) {
 		}
 		t.Run("racingFill", func(t *testing.T) {
 			id := seed.ID + 1000
-			key := rowKeyFor(t, e, &Product{ID: id})
+			key := rowKeyOf(t, e, &Product{ID: id})
 			g := newGate()
 			e.plugin.hooks = &testHooks{beforeFill: func(row string) {
 				if row == key {
@@ -347,10 +347,10 @@ func TestRace6CachedAbsenceThenInsert(t *testing.T) {
 
 // TestNotFoundTTLDisabled: a negative NotFoundTTL caches no absence.
 func TestNotFoundTTLDisabled(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{NotFoundTTL: -1}, &Product{})
 		require.ErrorIs(t, e.db.First(&Product{}, 4242).Error, gorm.ErrRecordNotFound)
-		require.Equal(t, "", peek(t, e, rowKeyFor(t, e, &Product{ID: 4242})))
+		require.Equal(t, "", peek(t, e, rowKeyOf(t, e, &Product{ID: 4242})))
 		e.queries()
 		require.ErrorIs(t, e.db.First(&Product{}, 4242).Error, gorm.ErrRecordNotFound)
 		require.Equal(t, int64(1), e.queries())
@@ -433,7 +433,7 @@ func TestRace7Stampede(t *testing.T) {
 	// Generous Redis timeouts: 50 goroutines on a loaded machine must not
 	// fall back to the database for being slow.
 	cfg := Config{ReadTimeout: 5 * time.Second, LeaseTTL: 5 * time.Second}
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		t.Run("oneProcess", func(t *testing.T) {
 			e := newEnv(t, b, cfg, &Product{})
 			counter := &scriptCounter{}
@@ -487,12 +487,12 @@ func TestRace7Stampede(t *testing.T) {
 // lands after the write returned, on the contended marker the finish left
 // (or on nothing, when that marker was evicted too): it must be dropped.
 func TestRace8EvictedFence(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, evictContended := range []bool{false, true} {
 			t.Run(fmt.Sprintf("evictContended=%v", evictContended), func(t *testing.T) {
 				e := newEnv(t, b, Config{}, &Product{})
 				p, key := newProduct(t, e)
-				warmProduct(t, e, p.ID)
+				warm[Product](t, e, p.ID)
 				g := newGate()
 				e.plugin.hooks = &testHooks{beforeFill: func(row string) {
 					if row == key {
@@ -528,7 +528,7 @@ func TestRace8EvictedFence(t *testing.T) {
 // Race 8b: the written-through value is evicted while a stale fill is in
 // flight: the fill finds no lease of its own and is dropped.
 func TestRace8EvictedValue(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p, key := newProduct(t, e)
 		g := newGate()
@@ -552,10 +552,10 @@ func TestRace8EvictedValue(t *testing.T) {
 // made the entries filled before it stale. The stale entries must not come
 // back to life.
 func TestRace8EvictedGeneration(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{TableShards: 1}, &Product{})
 		p, key := newProduct(t, e)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		require.NoError(t, e.db.Model(&Product{}).Where("price > ?", 0).Update("stock", 9).Error, "a write the plugin cannot name rows for")
 		mi, err := e.plugin.modelOf(&Product{})
 		require.NoError(t, err)
@@ -598,14 +598,14 @@ func (n gadgetNamer) TableName(s string) string {
 // decode each other's entries, and both stay correct after writes from
 // either.
 func TestRace9SchemaSkew(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		oldBin := newEnv(t, b, Config{})
 		oldBin.db.NamingStrategy = gadgetNamer{oldBin.db.NamingStrategy.(schema.NamingStrategy)}
 		require.NoError(t, oldBin.db.AutoMigrate(&GadgetV1{}))
 		require.NoError(t, oldBin.db.AutoMigrate(&GadgetV2{}), "the new binary adds its column")
 		t.Cleanup(func() { _ = oldBin.db.Migrator().DropTable(&GadgetV1{}) })
 		newBin := twinOf(t, oldBin, Config{}, nil)
-		require.Equal(t, tableOf(t, oldBin, &GadgetV1{}), tableOf(t, newBin, &GadgetV2{}))
+		require.Equal(t, oldBin.stmtSchema(&GadgetV1{}).Table, newBin.stmtSchema(&GadgetV2{}).Table)
 		mi1, err := oldBin.plugin.modelOf(&GadgetV1{})
 		require.NoError(t, err)
 		mi2, err := newBin.plugin.modelOf(&GadgetV2{})
@@ -614,8 +614,8 @@ func TestRace9SchemaSkew(t *testing.T) {
 
 		g := GadgetV1{Name: "g", Price: 100}
 		require.NoError(t, oldBin.db.Create(&g).Error)
-		key := rowKeyFor(t, oldBin, &GadgetV1{ID: g.ID})
-		require.Equal(t, key, rowKeyFor(t, newBin, &GadgetV2{ID: g.ID}), "both binaries use the same key")
+		key := rowKeyOf(t, oldBin, &GadgetV1{ID: g.ID})
+		require.Equal(t, key, rowKeyOf(t, newBin, &GadgetV2{ID: g.ID}), "both binaries use the same key")
 
 		readOld := func() (GadgetV1, bool) {
 			before := oldBin.plugin.Stats().Hits

@@ -153,7 +153,7 @@ func TestRawExecIsDetected(t *testing.T) {
 			)
 		}
 		for _, s := range steps {
-			warm[Item](t, w, all...)
+			warm[Item](t, w.env, all...)
 			w.write(t, s.f)
 			t.Run(s.name, func(t *testing.T) { checkAll[Item](t, w, false, all...) })
 		}
@@ -176,7 +176,7 @@ func TestRawExecInTransaction(t *testing.T) {
 		w := newWriteEnv(t, b, Config{}, &gorm.Config{}, &Item{})
 		ids := seedItems(t, w, 3)
 		table := w.db.NamingStrategy.TableName("Item")
-		warm[Item](t, w, ids...)
+		warm[Item](t, w.env, ids...)
 
 		errRollback := errors.New("roll back")
 		err := w.db.Transaction(func(tx *gorm.DB) error {
@@ -231,7 +231,7 @@ func TestInvalidateAndInvalidateTable(t *testing.T) {
 		ctx := context.Background()
 		table := w.db.NamingStrategy.TableName("Item")
 		u := func(i int) uint { return ids[i].(uint) }
-		warm[Item](t, w, ids...)
+		warm[Item](t, w.env, ids...)
 
 		// The cache cannot know about this write: it is stale now.
 		require.NoError(t, w.plain.Exec("UPDATE "+table+" SET name = 'behind your back'").Error)

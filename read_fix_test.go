@@ -26,7 +26,7 @@ func seedArticles(t *testing.T, db *gorm.DB) []uint {
 func TestReadInParenthesesIsServed(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Article{})
-		plain := e.plain()
+		plain := e.plainDB()
 		ids := seedArticles(t, plain)
 		e.queries()
 
@@ -56,7 +56,7 @@ func TestReadInParenthesesIsServed(t *testing.T) {
 func TestReadAbsenceFromFirstIsCached(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Article{})
-		plain := e.plain()
+		plain := e.plainDB()
 		deleted := seedArticles(t, plain)
 		require.NoError(t, plain.Delete(&Article{}, deleted).Error)
 		e.queries()
@@ -85,7 +85,7 @@ func TestReadAbsenceFromFirstIsCached(t *testing.T) {
 func TestReadCompositeKeyFirstIsServed(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Edition{})
-		plain := e.plain()
+		plain := e.plainDB()
 		for _, ed := range []Edition{{BookID: 1, Lang: "en", Title: "One"}, {BookID: 1, Lang: "fr", Title: "Un"}} {
 			require.NoError(t, plain.Create(&ed).Error)
 		}
@@ -123,7 +123,7 @@ func TestReadCompositeKeyFirstIsServed(t *testing.T) {
 func TestReadColumnNamesFollowTheDialect(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Article{}, &Edition{})
-		plain := e.plain()
+		plain := e.plainDB()
 		ids := seedArticles(t, e.db) // written through: cached
 		require.NoError(t, e.db.Create(&Edition{BookID: 1, Lang: "en", Title: "One"}).Error)
 		e.queries()
@@ -182,7 +182,7 @@ func TestReadColumnNamesFollowTheDialect(t *testing.T) {
 func TestReadNumberForStringKeyGoesToTheDatabase(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Account{})
-		plain := e.plain()
+		plain := e.plainDB()
 		require.NoError(t, e.db.Create(&[]Account{{Code: "1", Owner: "one"}, {Code: "01", Owner: "zero-one"}}).Error)
 		e.queries()
 		require.NoError(t, e.db.First(&Account{}, "code = ?", "01").Error)
@@ -218,7 +218,7 @@ func TestReadNumberForStringKeyGoesToTheDatabase(t *testing.T) {
 func TestReadStringKeyDeleteCachesNoAbsence(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Account{})
-		plain := e.plain()
+		plain := e.plainDB()
 		require.NoError(t, e.db.Create(&Account{Code: "ABC", Owner: "upper"}).Error)
 		require.NoError(t, e.db.Delete(&Account{Code: "ABC"}).Error)
 		require.NoError(t, e.db.Create(&Account{Code: "abc", Owner: "lower"}).Error)
@@ -239,7 +239,7 @@ func TestReadStringKeyDeleteCachesNoAbsence(t *testing.T) {
 func TestReadStringKeyListOrder(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Account{}, &Edition{})
-		plain := e.plain()
+		plain := e.plainDB()
 		for _, c := range []string{"acme", "bolt", "cog"} {
 			require.NoError(t, plain.Create(&Account{Code: c, Owner: "x"}).Error)
 		}
@@ -278,7 +278,7 @@ func TestReadStringKeyListOrder(t *testing.T) {
 func TestReadDryRunIsNoRead(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Article{})
-		plain := e.plain()
+		plain := e.plainDB()
 		ids := seedArticles(t, plain)
 		e.queries()
 

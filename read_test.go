@@ -36,7 +36,7 @@ type readFixture struct {
 func newReadFixture(t *testing.T, b backend) *readFixture {
 	t.Helper()
 	e := newEnv(t, b, Config{}, &Article{}, &Edition{}, &Account{}, &Gizmo{}, &Author{}, &Book{})
-	f := &readFixture{e: e, plain: e.plain(), table: e.tables + "articles", absent: 999999}
+	f := &readFixture{e: e, plain: e.plainDB(), table: e.tables + "articles", absent: 999999}
 	pl := f.plain
 	ps := []Article{{Name: "alpha", Price: 100}, {Name: "beta", Price: 200}, {Name: "gamma", Price: 300}, {Name: "gone", Price: 400}}
 	for i := range ps { // one by one: insertion order is id order on every database
@@ -1098,7 +1098,7 @@ func TestReadPrepareStmt(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnvWith(t, b, Config{}, &gorm.Config{PrepareStmt: true}, &Article{})
 		ids := seedArticles(t, e.db) // written through: cached
-		plain := e.plain()
+		plain := e.plainDB()
 
 		before := e.plugin.Stats()
 		var got, want []Article

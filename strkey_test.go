@@ -18,8 +18,8 @@ func TestIntegerValueForAStringKeyGoesToTheDatabase(t *testing.T) {
 	// The key "1" names neither answer, so the cache must not answer.
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Coded{})
-		plain := e.plain()
-		table := tableOf(t, e, &Coded{})
+		plain := e.plainDB()
+		table := e.stmtSchema(&Coded{}).Table
 		require.NoError(t, e.db.Create(&[]Coded{{Code: "1", Name: "one"}, {Code: "01", Name: "zero-one"}}).Error)
 
 		var fromDB, fromCache Coded

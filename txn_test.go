@@ -162,14 +162,14 @@ func modesNamed(names ...string) []txMode {
 // forEachTxMode runs f per backend and mode, with an env whose table holds
 // one warm product (price 100, cached).
 func forEachTxMode(t *testing.T, modes []txMode, f func(t *testing.T, m txMode, e *env, ins *inspector, p Product)) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range modes {
 			t.Run(m.name, func(t *testing.T) {
 				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				ins := installInspector(t, e.db)
 				p := Product{Name: "lamp", Price: 100}
 				require.NoError(t, e.db.Create(&p).Error)
-				warmProduct(t, e, p.ID)
+				warm[Product](t, e, p.ID)
 				f(t, m, e, ins, p)
 			})
 		}
@@ -183,7 +183,7 @@ func forEachTxMode(t *testing.T, modes []txMode, f func(t *testing.T, m txMode, 
 // keeps readers on the database).
 func TestTxnNothingReachesRedisBeforeCommit(t *testing.T) {
 	forEachTxMode(t, txModes(), func(t *testing.T, m txMode, e *env, ins *inspector, p Product) {
-		key := rowKeyFor(t, e, &Product{ID: p.ID})
+		key := rowKeyOf(t, e, &Product{ID: p.ID})
 		old := peek(t, e, key)
 		require.True(t, strings.HasPrefix(old, "V"), "warm key holds %q", abbrev(old))
 
@@ -233,7 +233,7 @@ func TestTxnRollbackPublishesNothing(t *testing.T) {
 		}
 	}
 	forEachTxMode(t, modes, func(t *testing.T, m txMode, e *env, ins *inspector, p Product) {
-		key := rowKeyFor(t, e, &Product{ID: p.ID})
+		key := rowKeyOf(t, e, &Product{ID: p.ID})
 		old := peek(t, e, key)
 		err := m.run(e, ins, setPrice(p.ID, 200), func() {
 			requireNotNew(t, peek(t, e, key), old, "inside the transaction")
@@ -272,12 +272,12 @@ func TestTxnSavepointRollbackNeverPublishes(t *testing.T) {
 		require.NoError(t, e.db.Create(&ps).Error)
 		b, c, d := ps[0], ps[1], ps[2]
 		for _, p := range ps {
-			warmProduct(t, e, p.ID)
+			warm[Product](t, e, p.ID)
 		}
 		keys := map[string]string{}
 		olds := map[string]string{}
 		for name, id := range map[string]uint{"a": a.ID, "b": b.ID, "c": c.ID, "d": d.ID} {
-			keys[name] = rowKeyFor(t, e, &Product{ID: id})
+			keys[name] = rowKeyOf(t, e, &Product{ID: id})
 			olds[name] = peek(t, e, keys[name])
 		}
 
@@ -355,19 +355,19 @@ func TestTxnSavepointRollbackNeverPublishes(t *testing.T) {
 // TestTxnCreateAndDelete: inserts and deletes in a transaction publish their
 // row (or its absence) only at COMMIT, and nothing on ROLLBACK.
 func TestTxnCreateAndDelete(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, commit := range []bool{true, false} {
 			t.Run(fmt.Sprintf("commit=%v", commit), func(t *testing.T) {
 				e := newEnv(t, b, Config{}, &Product{})
 				victim := Product{Name: "victim", Price: 100}
 				require.NoError(t, e.db.Create(&victim).Error)
-				warmProduct(t, e, victim.ID)
-				vkey := rowKeyFor(t, e, &Product{ID: victim.ID})
+				warm[Product](t, e, victim.ID)
+				vkey := rowKeyOf(t, e, &Product{ID: victim.ID})
 				vold := peek(t, e, vkey)
 				// An id the insert will get, first read as absent and cached so.
 				next := victim.ID + 1
 				require.ErrorIs(t, e.db.First(&Product{}, next).Error, gorm.ErrRecordNotFound)
-				nkey := rowKeyFor(t, e, &Product{ID: next})
+				nkey := rowKeyOf(t, e, &Product{ID: next})
 				nold := peek(t, e, nkey)
 				require.True(t, strings.HasPrefix(nold, "N"), "absence cached, key holds %q", nold)
 
@@ -415,7 +415,7 @@ func TestTxnCreateAndDelete(t *testing.T) {
 // TestTxnDBHandle: db.DB() still returns the *sql.DB GORM was opened with,
 // with PrepareStmt too, and inside a transaction.
 func TestTxnDBHandle(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, gc := range []struct {
 			name string
 			cfg  *gorm.Config
@@ -451,11 +451,11 @@ func TestTxnReadsInsideTransactionUseTheDatabase(t *testing.T) {
 	forEachTxMode(t, modesNamed("Transaction", "BeginCommit", "PrepareStmt/Transaction", "SessionPrepareStmt/Transaction"), func(t *testing.T, m txMode, e *env, ins *inspector, a Product) {
 		cold := Product{Name: "cold", Price: 100}
 		require.NoError(t, e.db.Create(&cold).Error)
-		ckey := rowKeyFor(t, e, &Product{ID: cold.ID})
+		ckey := rowKeyOf(t, e, &Product{ID: cold.ID})
 		require.NoError(t, e.rdb.Del(context.Background(), ckey).Err())
-		akey := rowKeyFor(t, e, &Product{ID: a.ID})
+		akey := rowKeyOf(t, e, &Product{ID: a.ID})
 		aold := peek(t, e, akey)
-		table := tableOf(t, e, &Product{})
+		table := e.stmtSchema(&Product{}).Table
 
 		err := m.run(e, ins, func(tx *gorm.DB) error {
 			read := func(id uint) int64 {
@@ -495,11 +495,11 @@ func TestTxnReadsInsideTransactionUseTheDatabase(t *testing.T) {
 // TestTxnLockingReadsUseTheDatabase: SELECT ... FOR UPDATE outside a
 // transaction is not served from the cache either.
 func TestTxnLockingReadsUseTheDatabase(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p := Product{Name: "lamp", Price: 100}
 		require.NoError(t, e.db.Create(&p).Error)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		e.queries()
 		for _, lock := range []clause.Locking{{Strength: "UPDATE"}, {Strength: "SHARE"}} {
 			if lock.Strength == "SHARE" && b.dialect == "mysql" {
@@ -518,14 +518,14 @@ func TestTxnLockingReadsUseTheDatabase(t *testing.T) {
 // TestTxnIsolation: a REPEATABLE READ transaction keeps reading its snapshot
 // even after another writer committed and wrote a newer state through.
 func TestTxnIsolation(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		if b.dialect == "sqlite" {
 			t.Skip("SQLite transactions here take the write lock at BEGIN: a concurrent writer would wait")
 		}
 		e := newEnv(t, b, Config{}, &Product{})
 		p := Product{Name: "lamp", Price: 100}
 		require.NoError(t, e.db.Create(&p).Error)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		tx := e.db.Begin(&sql.TxOptions{Isolation: sql.LevelRepeatableRead})
 		require.NoError(t, tx.Error)
 		defer tx.Rollback()
@@ -556,13 +556,13 @@ type Ticket struct {
 // constraint, a serialization failure) nothing the transaction fenced is
 // written through; the keys are dropped and reads return the committed state.
 func TestTxnFailedCommitPublishesNothing(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		var e *env
 		var violate func(tx *gorm.DB, a, b Ticket) error
 		switch b.dialect {
 		case "postgres":
 			e = newEnv(t, b, Config{}, &Ticket{})
-			table := tableOf(t, e, &Ticket{})
+			table := e.stmtSchema(&Ticket{}).Table
 			require.NoError(t, e.db.Exec(fmt.Sprintf(`ALTER TABLE %s ADD CONSTRAINT %s_code_uq UNIQUE (code) DEFERRABLE INITIALLY DEFERRED`, table, table)).Error)
 			violate = func(tx *gorm.DB, a, b Ticket) error {
 				return tx.Model(&Ticket{ID: a.ID}).Updates(map[string]any{"code": b.Code, "price": 200}).Error
@@ -577,7 +577,7 @@ func TestTxnFailedCommitPublishesNothing(t *testing.T) {
 				return db
 			}
 			e = newEnv(t, b, Config{})
-			table := tableOf(t, e, &Ticket{})
+			table := e.stmtSchema(&Ticket{}).Table
 			require.NoError(t, e.db.Exec(fmt.Sprintf(`CREATE TABLE %s_parents (id integer PRIMARY KEY)`, table)).Error)
 			require.NoError(t, e.db.Exec(fmt.Sprintf(`CREATE TABLE %s (id integer PRIMARY KEY AUTOINCREMENT, code text, parent_id integer REFERENCES %s_parents(id) DEFERRABLE INITIALLY DEFERRED, price integer)`, table, table)).Error)
 			t.Cleanup(func() {
@@ -594,7 +594,7 @@ func TestTxnFailedCommitPublishesNothing(t *testing.T) {
 		ta, tb := Ticket{Code: "a", Price: 100}, Ticket{Code: "b", Price: 100}
 		require.NoError(t, e.db.Create(&ta).Error)
 		require.NoError(t, e.db.Create(&tb).Error)
-		key := rowKeyFor(t, e, &Ticket{ID: ta.ID})
+		key := rowKeyOf(t, e, &Ticket{ID: ta.ID})
 		var got Ticket
 		require.NoError(t, e.db.First(&got, ta.ID).Error)
 		old := peek(t, e, key)
@@ -624,16 +624,16 @@ func TestTxnFailedCommitPublishesNothing(t *testing.T) {
 // TestTxnSerializationFailureAtCommit: Postgres SERIALIZABLE write skew, the
 // second COMMIT fails; its write never reaches Redis.
 func TestTxnSerializationFailureAtCommit(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		if b.dialect != "postgres" {
 			t.Skip("needs Postgres serializable snapshot isolation")
 		}
 		e := newEnv(t, b, Config{}, &Ticket{})
-		table := tableOf(t, e, &Ticket{})
+		table := e.stmtSchema(&Ticket{}).Table
 		ta, tb := Ticket{Code: "a", Price: 100}, Ticket{Code: "b", Price: 100}
 		require.NoError(t, e.db.Create(&ta).Error)
 		require.NoError(t, e.db.Create(&tb).Error)
-		keyB := rowKeyFor(t, e, &Ticket{ID: tb.ID})
+		keyB := rowKeyOf(t, e, &Ticket{ID: tb.ID})
 		var got Ticket
 		require.NoError(t, e.db.First(&got, tb.ID).Error)
 		oldB := peek(t, e, keyB)

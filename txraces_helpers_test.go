@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,42 +20,6 @@ import (
 // raw Redis keys, letting marker TTLs pass, a second plugin instance on the
 // same database and Redis (another process), and a go-redis hook that fails
 // chosen commands.
-
-// miniServers maps a client created by trackedMiniRedis to its server, so a
-// test can let time pass there: miniredis only expires keys when told to.
-var miniServers sync.Map // redis.UniversalClient -> *miniredis.Miniredis
-
-func trackedMiniRedis(t testing.TB) redis.UniversalClient {
-	s := miniredis.RunT(t)
-	c := redis.NewClient(&redis.Options{Addr: s.Addr()})
-	miniServers.Store(redis.UniversalClient(c), s)
-	t.Cleanup(func() {
-		miniServers.Delete(redis.UniversalClient(c))
-		c.Close()
-	})
-	return c
-}
-
-// forEachBackendT is forEachBackend with the in-process Redis tracked (see
-// expireKey).
-func forEachBackendT(t *testing.T, f func(t *testing.T, b backend)) {
-	forEachBackend(t, func(t *testing.T, b backend) {
-		if strings.HasSuffix(b.name, "+miniredis") {
-			b.redis = trackedMiniRedis
-		}
-		f(t, b)
-	})
-}
-
-// rowKeyFor returns the Redis key of a model value whose primary key is set.
-func rowKeyFor(t testing.TB, e *env, model any) string {
-	t.Helper()
-	mi, err := e.plugin.modelOf(model)
-	require.NoError(t, err)
-	k, ok := mi.keyOf(context.Background(), e.plugin, reflect.ValueOf(model))
-	require.True(t, ok, "the model's primary key must be set")
-	return k.row
-}
 
 // peek returns what a key holds in Redis, "" when it does not exist.
 func peek(t testing.TB, e *env, key string) string {
@@ -148,14 +110,6 @@ func twinOf(t testing.TB, e *env, cfg Config, gcfg *gorm.Config) *env {
 	p := New(rdb, cfg)
 	require.NoError(t, db.Use(p))
 	return &env{t: t, b: e.b, db: db, plugin: p, rdb: rdb, counter: e.counter, prefix: e.prefix}
-}
-
-// tableOf returns the table name a model maps to in e.
-func tableOf(t testing.TB, e *env, model any) string {
-	t.Helper()
-	stmt := &gorm.Statement{DB: e.db}
-	require.NoError(t, stmt.Parse(model))
-	return stmt.Schema.Table
 }
 
 // faultHook is a go-redis hook that fails the commands a test picks, either
@@ -254,16 +208,6 @@ var errRollback = errors.New("test: roll back")
 
 func defaultGorm() *gorm.Config { return &gorm.Config{} }
 
-// warmProduct makes sure the product is cached, and proves it with a hit.
-func warmProduct(t testing.TB, e *env, id uint) {
-	t.Helper()
-	var got Product
-	require.NoError(t, e.db.First(&got, id).Error)
-	before := e.plugin.Stats().Hits
-	require.NoError(t, e.db.First(&got, id).Error)
-	require.Equal(t, before+1, e.plugin.Stats().Hits, "product %d must be served from the cache", id)
-}
-
 // readPrice reads a product's price outside any transaction, and reports
 // whether the read was served from the cache.
 func readPrice(t testing.TB, e *env, id uint) (int64, bool) {
@@ -280,7 +224,7 @@ func dbPrice(t testing.TB, e *env, id uint) int64 {
 	sqlDB, err := e.db.DB()
 	require.NoError(t, err)
 	var price int64
-	q := fmt.Sprintf("SELECT price FROM %s WHERE id = %d", tableOf(t, e, &Product{}), id)
+	q := fmt.Sprintf("SELECT price FROM %s WHERE id = %d", e.stmtSchema(&Product{}).Table, id)
 	require.NoError(t, sqlDB.QueryRow(q).Scan(&price))
 	return price
 }
@@ -343,7 +287,7 @@ var racingWriteModes = []struct {
 }
 
 func forEachRacingWriteMode(t *testing.T, f func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(db *gorm.DB, id uint, price int64) error)) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range racingWriteModes {
 			t.Run(m.name, func(t *testing.T) { f(t, b, m.gcfg, m.write) })
 		}
@@ -356,7 +300,7 @@ func newProduct(t testing.TB, e *env) (Product, string) {
 	t.Helper()
 	p := Product{Name: "lamp", Price: 100}
 	require.NoError(t, e.db.Create(&p).Error)
-	key := rowKeyFor(t, e, &Product{ID: p.ID})
+	key := rowKeyOf(t, e, &Product{ID: p.ID})
 	require.NoError(t, e.rdb.Del(context.Background(), key).Err())
 	return p, key
 }

@@ -146,16 +146,16 @@ func pkOf(t *testing.T, w *writeEnv, row any) any {
 // warm reads ids through the plugin twice, so they are cached (rows, and
 // "not found" for absent ids), and requires the second read to be a hit.
 // It reads with Find: a First that finds nothing does not cache the absence.
-func warm[T any](t *testing.T, w *writeEnv, ids ...any) {
+func warm[T any](t testing.TB, e *env, ids ...any) {
 	t.Helper()
 	for _, id := range ids {
 		var r []T
-		require.NoError(t, w.db.Find(&r, id).Error)
-		w.queries()
-		before := w.plugin.Stats()
-		require.NoError(t, w.db.Find(&r, id).Error)
-		require.Zero(t, w.queries(), "warming id %v: the second read must be a hit", id)
-		require.Equal(t, before.Hits+1, w.plugin.Stats().Hits, "warming id %v: the second read must be a hit", id)
+		require.NoError(t, e.db.Find(&r, id).Error)
+		e.queries()
+		before := e.plugin.Stats()
+		require.NoError(t, e.db.Find(&r, id).Error)
+		require.Zero(t, e.queries(), "warming id %v: the second read must be a hit", id)
+		require.Equal(t, before.Hits+1, e.plugin.Stats().Hits, "warming id %v: the second read must be a hit", id)
 	}
 }
 

@@ -64,7 +64,7 @@ func TestWriteFailedHookInAutoCommit(t *testing.T) {
 		check[Fussy](t, w, false, f.ID)
 
 		next := f.ID + 1
-		warm[Fussy](t, w, next)
+		warm[Fussy](t, w.env, next)
 		g := Fussy{Name: "refused"}
 		require.ErrorIs(t, w.db.Create(&g).Error, errFussy)
 		require.Equal(t, next, g.ID)

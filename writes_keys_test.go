@@ -45,7 +45,7 @@ func TestWriteCreatesWithUnreportedKeys(t *testing.T) {
 			}},
 		}
 		for _, s := range steps {
-			warm[Item](t, w, all...)
+			warm[Item](t, w.env, all...)
 			w.write(t, s.f)
 			t.Run(s.name, func(t *testing.T) { checkAll[Item](t, w, false, all...) })
 		}

@@ -182,12 +182,12 @@ func TestWriteScopes(t *testing.T) {
 			return db.Model(&Item{}).Scopes(byID(u(3))).Update("name", "key from a scope").Error
 		})
 		check[Item](t, w, true, u(3))
-		warm[Item](t, w, ids...)
+		warm[Item](t, w.env, ids...)
 		w.write(t, func(db *gorm.DB) error {
 			return db.Model(&Item{}).Scopes(byID(u(3)), orCheap).Update("note", "or from a scope").Error
 		})
 		checkAll[Item](t, w, false)
-		warm[Item](t, w, ids...)
+		warm[Item](t, w.env, ids...)
 		w.write(t, func(db *gorm.DB) error {
 			return db.Scopes(toArchive).Create(&Item{ID: u(0), Name: "scoped into the archive"}).Error
 		})

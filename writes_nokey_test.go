@@ -104,7 +104,7 @@ func TestWriteWithoutPrimaryKey(t *testing.T) {
 		}
 		all = append(all, ids[7].(uint)+1001)
 		for _, s := range steps {
-			warm[Item](t, w, all...)
+			warm[Item](t, w.env, all...)
 			w.write(t, s.f)
 			t.Run(s.name, func(t *testing.T) { checkAll[Item](t, w, false, all...) })
 		}
@@ -121,7 +121,7 @@ func TestWriteModelKeyWithOr(t *testing.T) {
 	forEachWriteMode(t, []any{&Upsertable{}}, func(t *testing.T, w *writeEnv) {
 		rows := []Upsertable{{ID: 1, Code: "a", Name: "one"}, {ID: 2, Code: "b", Name: "two"}, {ID: 3, Code: "c", Name: "three"}}
 		w.write(t, func(db *gorm.DB) error { return db.Create(&rows).Error })
-		warm[Upsertable](t, w, uint(1), uint(2), uint(3))
+		warm[Upsertable](t, w.env, uint(1), uint(2), uint(3))
 		w.write(t, func(db *gorm.DB) error {
 			return db.Model(&Upsertable{ID: 3}).Where("id = ?", 1).Or("count > ?", 100).Update("name", "or'ed").Error
 		})

@@ -40,7 +40,7 @@ func TestWriteReturningIntoTheModel(t *testing.T) {
 				t.Logf("%s: skipped on mysql (no UPDATE ... RETURNING)", s.name)
 				continue
 			}
-			warm[Item](t, w, ids...)
+			warm[Item](t, w.env, ids...)
 			w.write(t, s.f)
 			t.Run(s.name, func(t *testing.T) { checkAll[Item](t, w, false, ids...) })
 		}

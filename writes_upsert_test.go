@@ -98,7 +98,7 @@ func TestWriteUpserts(t *testing.T) {
 			}},
 		}
 		for _, s := range steps {
-			warm[Upsertable](t, w, all...)
+			warm[Upsertable](t, w.env, all...)
 			w.write(t, s.f)
 			t.Run(s.name, func(t *testing.T) {
 				check[Upsertable](t, w, s.hit || s.autoHit && returning && w.mode.skipTx, s.ids...)
@@ -132,7 +132,7 @@ func TestWriteInsertModifiers(t *testing.T) {
 			seed := []Upsertable{{ID: base + 1, Code: fmt.Sprint("a", base), Name: "one"}, {ID: base + 2, Code: fmt.Sprint("b", base), Name: "two"}}
 			w.write(t, func(db *gorm.DB) error { return db.Create(&seed).Error })
 			ids := []any{base + 1, base + 2, base + 3, base + 4}
-			warm[Upsertable](t, w, ids...)
+			warm[Upsertable](t, w.env, ids...)
 			w.write(t, func(db *gorm.DB) error {
 				rows := []Upsertable{
 					{ID: base + 3, Code: fmt.Sprint("a", base), Name: "conflicts on code"},
