@@ -107,39 +107,23 @@ func newProxiedEnv(t *testing.T, b backend, cfg Config, gcfg *gorm.Config) (*env
 	return e, px
 }
 
-// policyModes are the ways a write meets an unreachable Redis. ignore: the
-// caller ignores the statement's error and commits anyway.
-var policyModes = []struct {
-	name  string
-	gcfg  func() *gorm.Config
-	write func(e *env, id uint, price int64) error
-}{
-	{"autocommit", func() *gorm.Config { return &gorm.Config{SkipDefaultTransaction: true} },
-		func(e *env, id uint, price int64) error { return setPrice(id, price)(e.db) }},
-	{"implicit", defaultGorm,
-		func(e *env, id uint, price int64) error { return setPrice(id, price)(e.db) }},
-	{"Transaction/ignoringTheError", defaultGorm,
-		func(e *env, id uint, price int64) error {
-			return e.db.Transaction(func(tx *gorm.DB) error {
-				_ = setPrice(id, price)(tx) // the caller does not look
-				return nil
-			})
-		}},
-	{"Connection/implicit", defaultGorm,
-		func(e *env, id uint, price int64) error {
-			return e.db.Connection(func(c *gorm.DB) error { return setPrice(id, price)(c) })
-		}},
-	{"BeginCommit/ignoringTheError", defaultGorm,
-		func(e *env, id uint, price int64) error {
-			tx := e.db.Begin()
-			_ = setPrice(id, price)(tx)
-			return tx.Commit().Error
-		}},
+// policyWrite sets a product's price in mode m. In a transaction the
+// caller opened, it ignores the statement's error and commits anyway: the
+// write policy must hold even then.
+func policyWrite(e *env, m commitMode, id uint, price int64) error {
+	write := setPrice(id, price)
+	if m.nests {
+		write = func(tx *gorm.DB) error {
+			_ = setPrice(id, price)(tx) // the caller does not look
+			return nil
+		}
+	}
+	return m.commit(e, write)
 }
 
 func TestPolicyStrictRedisDown(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		for _, m := range policyModes {
+		for _, m := range policyModes() {
 			t.Run(m.name, func(t *testing.T) {
 				e, px := newProxiedEnv(t, b, Config{}, m.gcfg())
 				p, key := newProduct(t, e)
@@ -147,7 +131,7 @@ func TestPolicyStrictRedisDown(t *testing.T) {
 				old := peek(t, e, key)
 
 				px.setDown(true)
-				err := m.write(e, p.ID, 200)
+				err := policyWrite(e, m, p.ID, 200)
 				require.Error(t, err, "strict: the write fails when its key cannot be fenced")
 				t.Logf("error: %v", err)
 				require.Equal(t, int64(100), dbPrice(t, e, p.ID), "and nothing was committed")
@@ -167,7 +151,7 @@ func TestPolicyStrictRedisDown(t *testing.T) {
 // the database until it expires.
 func TestPolicyStrictFenceReplyLost(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		for _, m := range policyModes {
+		for _, m := range policyModes() {
 			t.Run(m.name, func(t *testing.T) {
 				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				hook := &faultHook{}
@@ -176,7 +160,7 @@ func TestPolicyStrictFenceReplyLost(t *testing.T) {
 				warm[Product](t, e, p.ID)
 				hook.afterSend.Store(true)
 				hook.set(isFence)
-				err := m.write(e, p.ID, 200)
+				err := policyWrite(e, m, p.ID, 200)
 				hook.clear()
 				require.Error(t, err)
 				require.Equal(t, int64(100), dbPrice(t, e, p.ID))
@@ -193,7 +177,7 @@ func TestPolicyStrictFenceReplyLost(t *testing.T) {
 
 func TestPolicyAvailableRedisDown(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		for _, m := range policyModes {
+		for _, m := range policyModes() {
 			t.Run(m.name, func(t *testing.T) {
 				cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 				e, px := newProxiedEnv(t, b, cfg, m.gcfg())
@@ -203,7 +187,7 @@ func TestPolicyAvailableRedisDown(t *testing.T) {
 				old := peek(t, e, key)
 
 				px.setDown(true)
-				require.NoError(t, m.write(e, p.ID, 200), "available: the write commits")
+				require.NoError(t, policyWrite(e, m, p.ID, 200), "available: the write commits")
 				require.Equal(t, int64(200), dbPrice(t, e, p.ID))
 				require.Equal(t, old, peek(t, e, key), "the key could not be fenced")
 				got, _ := readPrice(t, e, p.ID)

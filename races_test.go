@@ -23,8 +23,8 @@ import (
 // Race 1: a reader misses, reads the old row, a writer commits and writes
 // the cache, then the reader's fill of the old row must be dropped.
 func TestRace1StaleFill(t *testing.T) {
-	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
-		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
+	forEachRacingMode(t, func(t *testing.T, b backend, m commitMode) {
+		e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 		p, key := newProduct(t, e)
 		g := newGate()
 		e.plugin.hooks = &testHooks{beforeFill: func(row string) {
@@ -36,7 +36,7 @@ func TestRace1StaleFill(t *testing.T) {
 		g.await(t) // the reader holds its lease and the old row
 		require.True(t, strings.HasPrefix(peek(t, e, key), "L"), "the reader holds the lease")
 
-		require.NoError(t, write(e.db, p.ID, 200))
+		require.NoError(t, m.commit(e, setPrice(p.ID, 200)))
 		require.True(t, strings.HasPrefix(peek(t, e, key), "V"), "the writer wrote through")
 		g.open()
 		r := recvRead(t, reader)
@@ -51,8 +51,8 @@ func TestRace1StaleFill(t *testing.T) {
 // v1. The late finish must not store v1: the key becomes CONTENDED and
 // readers get v2 from the database.
 func TestRace2ReorderedWriters(t *testing.T) {
-	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
-		e := newEnvWith(t, b, Config{ContendedTTL: 5 * time.Second}, gcfg(), &Product{})
+	forEachRacingMode(t, func(t *testing.T, b backend, m commitMode) {
+		e := newEnvWith(t, b, Config{ContendedTTL: 5 * time.Second}, m.gcfg(), &Product{})
 		p, key := newProduct(t, e)
 		warm[Product](t, e, p.ID)
 		g := newGate()
@@ -60,11 +60,11 @@ func TestRace2ReorderedWriters(t *testing.T) {
 			g.pass() // only the first writer stops: after COMMIT, before its finish
 			return true
 		}}
-		first := goWrite(func() error { return write(e.db, p.ID, 200) })
+		first := goWrite(func() error { return m.commit(e, setPrice(p.ID, 200)) })
 		g.await(t)
 		require.Equal(t, int64(200), dbPrice(t, e, p.ID), "the first writer committed")
 
-		require.NoError(t, write(e.db, p.ID, 300), "the second writer commits and finishes")
+		require.NoError(t, m.commit(e, setPrice(p.ID, 300)), "the second writer commits and finishes")
 		require.True(t, strings.HasPrefix(peek(t, e, key), "V"))
 		g.open()
 		require.NoError(t, recvErr(t, first))
@@ -236,14 +236,14 @@ func TestRace4ReadsInTransaction(t *testing.T) {
 // database's state (never the pre-commit one) until the fence expires,
 // then the cache refills.
 func TestRace5CrashBeforeFinish(t *testing.T) {
-	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
-		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
+	forEachRacingMode(t, func(t *testing.T, b backend, m commitMode) {
+		e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 		p, key := newProduct(t, e)
 		warm[Product](t, e, p.ID)
 		var crashed atomic.Bool
 		crashed.Store(true)
 		e.plugin.hooks = &testHooks{beforeFinish: func() bool { return !crashed.Load() }}
-		require.NoError(t, write(e.db, p.ID, 200))
+		require.NoError(t, m.commit(e, setPrice(p.ID, 200)))
 		require.True(t, strings.HasPrefix(peek(t, e, key), "F"), "the fence outlives the crash")
 		crashed.Store(false)
 		for i := 0; i < 3; i++ {
@@ -262,8 +262,8 @@ func TestRace5CrashBeforeFinish(t *testing.T) {
 func TestRace5LostFinish(t *testing.T) {
 	for _, replyLost := range []bool{false, true} {
 		t.Run(fmt.Sprintf("replyLost=%v", replyLost), func(t *testing.T) {
-			forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(*gorm.DB, uint, int64) error) {
-				e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
+			forEachRacingMode(t, func(t *testing.T, b backend, m commitMode) {
+				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				hook := &faultHook{}
 				e.rdb.AddHook(hook)
 				p, key := newProduct(t, e)
@@ -271,7 +271,7 @@ func TestRace5LostFinish(t *testing.T) {
 				hook.afterSend.Store(replyLost)
 				hook.set(func(cmd redis.Cmder) bool { return isScript(cmd, finishScript) })
 				errsBefore := e.plugin.Stats().RedisErrors
-				require.NoError(t, write(e.db, p.ID, 200), "a lost finish does not fail the committed write")
+				require.NoError(t, m.commit(e, setPrice(p.ID, 200)), "a lost finish does not fail the committed write")
 				hook.clear()
 				require.Equal(t, int64(1), hook.hits.Load(), "the finish was hit by the fault")
 				require.Greater(t, e.plugin.Stats().RedisErrors, errsBefore)
@@ -296,8 +296,8 @@ func TestRace5LostFinish(t *testing.T) {
 // insert names its key or the database assigns it, and also when a reader's
 // fill of the absence races the insert.
 func TestRace6CachedAbsenceThenInsert(t *testing.T) {
-	forEachRacingWriteMode(t, func(t *testing.T, b backend, gcfg func() *gorm.Config, _ func(*gorm.DB, uint, int64) error) {
-		e := newEnvWith(t, b, Config{}, gcfg(), &Product{})
+	forEachRacingMode(t, func(t *testing.T, b backend, m commitMode) {
+		e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 		seed, _ := newProduct(t, e)
 		for _, assigned := range []bool{true, false} { // Postgres: explicit ids do not advance the sequence
 			t.Run(fmt.Sprintf("dbAssignsKey=%v", assigned), func(t *testing.T) {

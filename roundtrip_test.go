@@ -175,16 +175,12 @@ func TestMissIsTwoRoundTripsAndOneQuery(t *testing.T) {
 
 func TestWriteIsAtMostTwoRoundTrips(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		for _, mode := range []string{"transaction", "gorm-default", "autocommit"} {
-			t.Run(mode, func(t *testing.T) {
-				e := newEnvWith(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: mode == "autocommit"}, &Product{})
+		for _, m := range modesNamed("Transaction", "Implicit", "AutoCommit") {
+			t.Run(m.name, func(t *testing.T) {
+				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				write := func(f func(db *gorm.DB) error) {
 					t.Helper()
-					if mode == "transaction" {
-						require.NoError(t, e.db.Transaction(func(tx *gorm.DB) error { return f(tx) }))
-						return
-					}
-					require.NoError(t, f(e.db))
+					require.NoError(t, m.commit(e, f))
 				}
 				// Warm the scripts up.
 				seedProducts(t, e, 1)

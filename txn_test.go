@@ -49,8 +49,11 @@ func installInspector(t testing.TB, db *gorm.DB) *inspector {
 	return ins
 }
 
-// txMode is one way of running a write.
-type txMode struct {
+// commitMode is one way a write reaches the database and commits. It is
+// the one table of such ways: the transaction tests run every mode, the
+// write-shape, race, policy and round-trip tests the subsets they name
+// (modesNamed).
+type commitMode struct {
 	name string
 	gcfg func() *gorm.Config
 	// tracked: the plugin sees the COMMIT and writes the new state through.
@@ -64,8 +67,16 @@ type txMode struct {
 	nests bool
 	// run performs write in this mode, calls inside while the transaction
 	// is open (after the write, before COMMIT) and then commits, or rolls
-	// back when rollback is set and returns the error that caused it.
+	// back when rollback is set and returns the error that caused it. ins
+	// (installInspector) is needed only by the implicit modes, and only to
+	// run inside or to roll back: it may be nil otherwise.
 	run func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error
+}
+
+// commit runs write in mode m and commits it, as an application would:
+// nothing runs in between, nothing is rolled back.
+func (m commitMode) commit(e *env, write func(*gorm.DB) error) error {
+	return m.run(e, nil, write, func() {}, false)
 }
 
 func explicitTx(db func(*env) *gorm.DB) func(*env, *inspector, func(*gorm.DB) error, func(), bool) error {
@@ -85,6 +96,9 @@ func explicitTx(db func(*env) *gorm.DB) func(*env, *inspector, func(*gorm.DB) er
 
 func implicitTx(db func(*env) *gorm.DB) func(*env, *inspector, func(*gorm.DB) error, func(), bool) error {
 	return func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
+		if ins == nil {
+			return write(db(e))
+		}
 		ins.inside.Store(&inside)
 		ins.fail.Store(rollback)
 		defer func() {
@@ -100,8 +114,9 @@ func pluginDB(e *env) *gorm.DB { return e.db }
 
 func preparedSession(e *env) *gorm.DB { return e.db.Session(&gorm.Session{PrepareStmt: true}) }
 
-func txModes() []txMode {
-	return []txMode{
+// commitModes returns every way of committing a write.
+func commitModes() []commitMode {
+	return []commitMode{
 		{name: "Transaction", gcfg: defaultGorm, tracked: true, nests: true, run: explicitTx(pluginDB)},
 		{name: "BeginCommit", gcfg: defaultGorm, tracked: true, nests: true,
 			run: func(e *env, _ *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
@@ -146,22 +161,46 @@ func txModes() []txMode {
 	}
 }
 
-// modesNamed picks modes by name.
-func modesNamed(names ...string) []txMode {
-	var out []txMode
-	for _, m := range txModes() {
-		for _, n := range names {
+// modesNamed picks modes by name, in the order given.
+func modesNamed(names ...string) []commitMode {
+	all := commitModes()
+	var out []commitMode
+	for _, n := range names {
+		found := false
+		for _, m := range all {
 			if m.name == n {
-				out = append(out, m)
+				out, found = append(out, m), true
 			}
+		}
+		if !found {
+			panic("no commit mode named " + n)
 		}
 	}
 	return out
 }
 
+// writeModes are the modes the write-shape tests run each shape in: GORM's
+// own transaction around the statement, auto-commit, a transaction the
+// caller opened, and that with prepared statements.
+func writeModes() []commitMode {
+	return modesNamed("Implicit", "AutoCommit", "Transaction", "PrepareStmt/Transaction")
+}
+
+// racingModes are the ways a writer that races a reader or another writer
+// commits.
+func racingModes() []commitMode {
+	return modesNamed("AutoCommit", "Implicit", "Transaction")
+}
+
+// policyModes are the ways a write meets an unreachable Redis (see
+// policyWrite).
+func policyModes() []commitMode {
+	return modesNamed("AutoCommit", "Implicit", "Transaction", "Connection/Implicit", "BeginCommit")
+}
+
 // forEachTxMode runs f per backend and mode, with an env whose table holds
 // one warm product (price 100, cached).
-func forEachTxMode(t *testing.T, modes []txMode, f func(t *testing.T, m txMode, e *env, ins *inspector, p Product)) {
+func forEachTxMode(t *testing.T, modes []commitMode, f func(t *testing.T, m commitMode, e *env, ins *inspector, p Product)) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range modes {
 			t.Run(m.name, func(t *testing.T) {
@@ -182,7 +221,7 @@ func forEachTxMode(t *testing.T, modes []txMode, f func(t *testing.T, m txMode, 
 // through (or, for a transaction the plugin cannot see end, the fence
 // keeps readers on the database).
 func TestTxnNothingReachesRedisBeforeCommit(t *testing.T) {
-	forEachTxMode(t, txModes(), func(t *testing.T, m txMode, e *env, ins *inspector, p Product) {
+	forEachTxMode(t, commitModes(), func(t *testing.T, m commitMode, e *env, ins *inspector, p Product) {
 		key := rowKeyOf(t, e, &Product{ID: p.ID})
 		old := peek(t, e, key)
 		require.True(t, strings.HasPrefix(old, "V"), "warm key holds %q", abbrev(old))
@@ -226,13 +265,13 @@ func TestTxnNothingReachesRedisBeforeCommit(t *testing.T) {
 // TestTxnRollbackPublishesNothing: after ROLLBACK the key holds no new
 // state, and the next read returns the committed one (and caches it).
 func TestTxnRollbackPublishesNothing(t *testing.T) {
-	var modes []txMode
-	for _, m := range txModes() {
+	var modes []commitMode
+	for _, m := range commitModes() {
 		if !m.autocommit {
 			modes = append(modes, m)
 		}
 	}
-	forEachTxMode(t, modes, func(t *testing.T, m txMode, e *env, ins *inspector, p Product) {
+	forEachTxMode(t, modes, func(t *testing.T, m commitMode, e *env, ins *inspector, p Product) {
 		key := rowKeyOf(t, e, &Product{ID: p.ID})
 		old := peek(t, e, key)
 		err := m.run(e, ins, setPrice(p.ID, 200), func() {
@@ -261,13 +300,13 @@ func TestTxnRollbackPublishesNothing(t *testing.T) {
 // and two) never reach Redis, though the outer transaction commits; rows of
 // kept savepoints do.
 func TestTxnSavepointRollbackNeverPublishes(t *testing.T) {
-	var modes []txMode
-	for _, m := range txModes() {
+	var modes []commitMode
+	for _, m := range commitModes() {
 		if m.nests {
 			modes = append(modes, m)
 		}
 	}
-	forEachTxMode(t, modes, func(t *testing.T, m txMode, e *env, ins *inspector, a Product) {
+	forEachTxMode(t, modes, func(t *testing.T, m commitMode, e *env, ins *inspector, a Product) {
 		ps := []Product{{Name: "b", Price: 100}, {Name: "c", Price: 100}, {Name: "d", Price: 100}}
 		require.NoError(t, e.db.Create(&ps).Error)
 		b, c, d := ps[0], ps[1], ps[2]
@@ -448,7 +487,7 @@ func TestTxnDBHandle(t *testing.T) {
 // own writes, including ones the plugin cannot see (raw SQL), and never fill
 // the cache with uncommitted state.
 func TestTxnReadsInsideTransactionUseTheDatabase(t *testing.T) {
-	forEachTxMode(t, modesNamed("Transaction", "BeginCommit", "PrepareStmt/Transaction", "SessionPrepareStmt/Transaction"), func(t *testing.T, m txMode, e *env, ins *inspector, a Product) {
+	forEachTxMode(t, modesNamed("Transaction", "BeginCommit", "PrepareStmt/Transaction", "SessionPrepareStmt/Transaction"), func(t *testing.T, m commitMode, e *env, ins *inspector, a Product) {
 		cold := Product{Name: "cold", Price: 100}
 		require.NoError(t, e.db.Create(&cold).Error)
 		ckey := rowKeyOf(t, e, &Product{ID: cold.ID})

@@ -269,27 +269,11 @@ func (g *gate) await(t testing.TB) {
 
 func (g *gate) open() { close(g.release) }
 
-// racingWriteModes are the ways a racing writer commits.
-var racingWriteModes = []struct {
-	name string
-	gcfg func() *gorm.Config
-	// write sets a product's price and returns when the call returned.
-	write func(db *gorm.DB, id uint, price int64) error
-}{
-	{"autocommit", func() *gorm.Config { return &gorm.Config{SkipDefaultTransaction: true} },
-		func(db *gorm.DB, id uint, price int64) error { return setPrice(id, price)(db) }},
-	{"implicit", defaultGorm,
-		func(db *gorm.DB, id uint, price int64) error { return setPrice(id, price)(db) }},
-	{"transaction", defaultGorm,
-		func(db *gorm.DB, id uint, price int64) error {
-			return db.Transaction(func(tx *gorm.DB) error { return setPrice(id, price)(tx) })
-		}},
-}
-
-func forEachRacingWriteMode(t *testing.T, f func(t *testing.T, b backend, gcfg func() *gorm.Config, write func(db *gorm.DB, id uint, price int64) error)) {
+// forEachRacingMode runs f per backend and per racing mode.
+func forEachRacingMode(t *testing.T, f func(t *testing.T, b backend, m commitMode)) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		for _, m := range racingWriteModes {
-			t.Run(m.name, func(t *testing.T) { f(t, b, m.gcfg, m.write) })
+		for _, m := range racingModes() {
+			t.Run(m.name, func(t *testing.T) { f(t, b, m) })
 		}
 	})
 }

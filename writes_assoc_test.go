@@ -93,9 +93,10 @@ func checkAssociations(t *testing.T, w *writeEnv, userID uint) {
 // Preload on a cached parent returns the current children.
 func TestWriteAssociations(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		for _, m := range writeModes {
+		for _, m := range writeModes() {
 			t.Run(m.name, func(t *testing.T) {
-				gcfg := &gorm.Config{SkipDefaultTransaction: m.skipTx, PrepareStmt: m.prepare, DisableForeignKeyConstraintWhenMigrating: true}
+				gcfg := m.gcfg()
+				gcfg.DisableForeignKeyConstraintWhenMigrating = true
 				models := []any{&Company{}, &Profile{}, &Order{}, &Tag{}, &User{}, &UserTag{}}
 				e := newEnvWith(t, b, Config{}, gcfg, models...)
 				w := &writeEnv{env: e, plain: e.plainDB(), mode: m}

@@ -19,36 +19,19 @@ import (
 // plugin, then reads the rows back through the plugin and compares them
 // with what a plain GORM (no plugin) reads from the same database.
 
-// writeMode is how a test's writes reach the database: in GORM's own
-// per-statement transaction, in auto-commit (SkipDefaultTransaction), or
-// inside a transaction the caller opened.
-type writeMode struct {
-	name    string
-	skipTx  bool // gorm.Config.SkipDefaultTransaction
-	inTx    bool // run each write inside db.Transaction
-	prepare bool // gorm.Config.PrepareStmt
-}
-
-var writeModes = []writeMode{
-	{name: "default-tx"},
-	{name: "autocommit", skipTx: true},
-	{name: "user-tx", inTx: true},
-	{name: "prepared-user-tx", inTx: true, prepare: true},
-}
-
 // writeEnv is a test's world plus the plain database and the write mode.
 type writeEnv struct {
 	*env
 	plain *gorm.DB
-	mode  writeMode
+	mode  commitMode
 }
 
 // forEachWriteMode runs f per backend and per write mode.
 func forEachWriteMode(t *testing.T, models []any, f func(t *testing.T, w *writeEnv)) {
 	forEachBackend(t, func(t *testing.T, b backend) {
-		for _, m := range writeModes {
+		for _, m := range writeModes() {
 			t.Run(m.name, func(t *testing.T) {
-				e := newEnvWith(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: m.skipTx, PrepareStmt: m.prepare}, models...)
+				e := newEnvWith(t, b, Config{}, m.gcfg(), models...)
 				f(t, &writeEnv{env: e, plain: e.plainDB(), mode: m})
 			})
 		}
@@ -58,17 +41,13 @@ func forEachWriteMode(t *testing.T, models []any, f func(t *testing.T, w *writeE
 // newWriteEnv is forEachWriteMode's env for tests that need one mode only.
 func newWriteEnv(t *testing.T, b backend, cfg Config, gcfg *gorm.Config, models ...any) *writeEnv {
 	e := newEnvWith(t, b, cfg, gcfg, models...)
-	return &writeEnv{env: e, plain: e.plainDB(), mode: writeModes[0]}
+	return &writeEnv{env: e, plain: e.plainDB(), mode: modesNamed("Implicit")[0]}
 }
 
 // write runs one write the way the mode says and requires it to succeed.
 func (w *writeEnv) write(t *testing.T, f func(db *gorm.DB) error) {
 	t.Helper()
-	if w.mode.inTx {
-		require.NoError(t, w.db.Transaction(func(tx *gorm.DB) error { return f(tx) }))
-		return
-	}
-	require.NoError(t, f(w.db))
+	require.NoError(t, w.mode.commit(w.env, f))
 }
 
 // check reads every id through the plugin and from the plain database and

@@ -33,7 +33,7 @@ func newNamedEnv(t *testing.T, b backend, naming schema.NamingStrategy, models .
 	require.NoError(t, db.Use(p))
 	counter.reset()
 	e := &env{t: t, b: b, db: db, plugin: p, rdb: rdb, counter: counter, prefix: p.cfg.Prefix}
-	return &writeEnv{env: e, plain: e.plainDB(), mode: writeModes[0]}
+	return &writeEnv{env: e, plain: e.plainDB(), mode: modesNamed("Implicit")[0]}
 }
 
 // A naming strategy of one's own (prefix, singular tables, no lower-casing)

@@ -101,7 +101,7 @@ func TestWriteUpserts(t *testing.T) {
 			warm[Upsertable](t, w.env, all...)
 			w.write(t, s.f)
 			t.Run(s.name, func(t *testing.T) {
-				check[Upsertable](t, w, s.hit || s.autoHit && returning && w.mode.skipTx, s.ids...)
+				check[Upsertable](t, w, s.hit || s.autoHit && returning && w.mode.autocommit, s.ids...)
 				checkAll[Upsertable](t, w, false, all...)
 			})
 		}
