@@ -1,10 +1,7 @@
 package writethrough
 
 import (
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,87 +15,18 @@ import (
 // Available commits, reads the key from the database in this process until
 // Redis answers, then lands the queued invalidation.
 
-// switchProxy is a TCP proxy to a Redis that a test can take down (every
-// connection is cut, new ones are closed at once) and bring back.
-type switchProxy struct {
-	ln     net.Listener
-	target string
-	mu     sync.Mutex
-	down   bool
-	conns  map[net.Conn]struct{}
-}
-
-func startSwitchProxy(t testing.TB, target string) *switchProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	px := &switchProxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
-	go px.serve()
-	t.Cleanup(func() {
-		ln.Close()
-		px.setDown(true)
-	})
-	return px
-}
-
-func (px *switchProxy) addr() string { return px.ln.Addr().String() }
-
-func (px *switchProxy) serve() {
-	for {
-		c, err := px.ln.Accept()
-		if err != nil {
-			return
-		}
-		px.mu.Lock()
-		down := px.down
-		px.mu.Unlock()
-		if down {
-			c.Close()
-			continue
-		}
-		up, err := net.Dial("tcp", px.target)
-		if err != nil {
-			c.Close()
-			continue
-		}
-		px.mu.Lock()
-		px.conns[c], px.conns[up] = struct{}{}, struct{}{}
-		px.mu.Unlock()
-		pipe := func(dst, src net.Conn) {
-			_, _ = io.Copy(dst, src)
-			dst.Close()
-			src.Close()
-		}
-		go pipe(up, c)
-		go pipe(c, up)
-	}
-}
-
-// setDown cuts (true) or restores (false) the way to Redis.
-func (px *switchProxy) setDown(down bool) {
-	px.mu.Lock()
-	defer px.mu.Unlock()
-	px.down = down
-	if down {
-		for c := range px.conns {
-			c.Close()
-		}
-		px.conns = map[net.Conn]struct{}{}
-	}
-}
-
 // newProxiedEnv is newEnvWith whose plugin reaches Redis through a
-// switchProxy. e.rdb is a direct client, so the test can look at keys
+// faultProxy. e.rdb is a direct client, so the test can look at keys
 // while the plugin cannot; the plugin's own client is returned as well.
-func newProxiedEnv(t *testing.T, b backend, cfg Config, gcfg *gorm.Config) (*env, *switchProxy) {
+func newProxiedEnv(t *testing.T, b backend, cfg Config, gcfg *gorm.Config) (*env, *faultProxy) {
 	t.Helper()
-	var px *switchProxy
+	var px *faultProxy
 	var direct redis.UniversalClient
 	inner := b.redis
 	b.redis = func(t testing.TB) redis.UniversalClient {
 		direct = inner(t)
-		px = startSwitchProxy(t, direct.(*redis.Client).Options().Addr)
-		c := redis.NewClient(&redis.Options{Addr: px.addr(), MaxRetries: -1})
+		px = newFaultProxy(t, direct.(*redis.Client).Options().Addr)
+		c := redis.NewClient(&redis.Options{Addr: px.Addr(), MaxRetries: -1})
 		t.Cleanup(func() { c.Close() })
 		return c
 	}

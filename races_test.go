@@ -345,41 +345,12 @@ func TestRace6CachedAbsenceThenInsert(t *testing.T) {
 	})
 }
 
-// TestNotFoundTTLDisabled: a negative NotFoundTTL caches no absence.
-func TestNotFoundTTLDisabled(t *testing.T) {
-	forEachBackend(t, func(t *testing.T, b backend) {
-		e := newEnv(t, b, Config{NotFoundTTL: -1}, &Product{})
-		require.ErrorIs(t, e.db.First(&Product{}, 4242).Error, gorm.ErrRecordNotFound)
-		require.Equal(t, "", peek(t, e, rowKeyOf(t, e, &Product{ID: 4242})))
-		e.queries()
-		require.ErrorIs(t, e.db.First(&Product{}, 4242).Error, gorm.ErrRecordNotFound)
-		require.Equal(t, int64(1), e.queries())
-	})
-}
-
-// scriptCounter counts the read script's replies that reached the client.
-type scriptCounter struct{ reads atomic.Int64 }
-
-func (c *scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		err := next(ctx, cmd)
-		if isScript(cmd, readScript) && !isNoScript(err) {
-			c.reads.Add(1)
-		}
-		return err
-	}
-}
-func (c *scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
-
 // stampede runs n concurrent reads of one cold key spread over the given
 // plugin instances (each with counter installed on its Redis client) and
 // returns how many database queries they made. With forced set, whoever
 // reads the database waits until every reader has had its answer from
 // Redis: the worst case, all miss before any fill lands.
-func stampede(t *testing.T, envs []*env, counter *scriptCounter, id uint, key string, n int, forced bool) int64 {
+func stampede(t *testing.T, envs []*env, counter *redisCounter, id uint, key string, n int, forced bool) int64 {
 	t.Helper()
 	counter.reads.Store(0)
 	for _, e := range envs {
@@ -436,8 +407,7 @@ func TestRace7Stampede(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		t.Run("oneProcess", func(t *testing.T) {
 			e := newEnv(t, b, cfg, &Product{})
-			counter := &scriptCounter{}
-			e.rdb.AddHook(counter)
+			counter := countRedis(e.rdb)
 			p, key := newProduct(t, e)
 			q := stampede(t, []*env{e}, counter, p.ID, key, n, true)
 			t.Logf("%s: %d concurrent misses in one process (forced: all miss before the fill) made %d database queries", b.name, n, q)
@@ -454,9 +424,7 @@ func TestRace7Stampede(t *testing.T) {
 		t.Run("twoProcesses", func(t *testing.T) {
 			e := newEnv(t, b, cfg, &Product{})
 			twin := twinOf(t, e, cfg, nil)
-			counter := &scriptCounter{}
-			e.rdb.AddHook(counter)
-			twin.rdb.AddHook(counter)
+			counter := countRedis(e.rdb, twin.rdb)
 			p, key := newProduct(t, e)
 			q := stampede(t, []*env{e, twin}, counter, p.ID, key, n, true)
 			t.Logf("%s: %d concurrent misses over two processes (forced) made %d database queries", b.name, n, q)

@@ -3,10 +3,8 @@ package writethrough
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	"gorm.io/gorm"
 )
@@ -14,54 +12,6 @@ import (
 // The round-trip budget: a hit costs one Redis round trip and no database
 // statement; a miss two round trips (read, fill) and one statement; a write
 // statement at most two round trips (fence, finish) whatever its batch size.
-
-// tripCounter counts what a Redis client sends: one round trip per command
-// sent alone, one per pipeline.
-type tripCounter struct {
-	mu    sync.Mutex
-	trips int
-	cmds  []string
-}
-
-func countTrips(rdb redis.UniversalClient) *tripCounter {
-	c := &tripCounter{}
-	rdb.AddHook(c)
-	return c
-}
-
-func (c *tripCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (c *tripCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.add(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (c *tripCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.add(cmds...)
-		return next(ctx, cmds)
-	}
-}
-
-func (c *tripCounter) add(cmds ...redis.Cmder) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.trips++
-	for _, cmd := range cmds {
-		c.cmds = append(c.cmds, cmd.Name())
-	}
-}
-
-// take returns the round trips and commands since the last call.
-func (c *tripCounter) take() (int, []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	trips, cmds := c.trips, c.cmds
-	c.trips, c.cmds = 0, nil
-	return trips, cmds
-}
 
 // seedProducts creates n products through the plugin and returns their ids.
 func seedProducts(t *testing.T, e *env, n int) []uint {
@@ -85,7 +35,7 @@ func TestHitIsOneRoundTrip(t *testing.T) {
 		// A first read loads the read script into a fresh server (EVALSHA,
 		// NOSCRIPT, EVAL): steady state starts after it.
 		require.NoError(t, e.db.First(&Product{}, ids[0]).Error)
-		trips := countTrips(e.rdb)
+		trips := countRedis(e.rdb)
 		e.queries()
 
 		var p Product
@@ -131,7 +81,7 @@ func TestMissIsTwoRoundTripsAndOneQuery(t *testing.T) {
 		// Warm the scripts up: a miss and its fill.
 		require.NoError(t, e.plugin.InvalidateTable(ctx, &Product{}))
 		require.NoError(t, e.db.First(&Product{}, ids[0]).Error)
-		trips := countTrips(e.rdb)
+		trips := countRedis(e.rdb)
 
 		require.NoError(t, e.plugin.InvalidateTable(ctx, &Product{}))
 		trips.take()
@@ -184,7 +134,7 @@ func TestWriteIsAtMostTwoRoundTrips(t *testing.T) {
 				}
 				// Warm the scripts up.
 				seedProducts(t, e, 1)
-				trips := countTrips(e.rdb)
+				trips := countRedis(e.rdb)
 
 				for _, n := range []int{1, 500} {
 					ps := make([]Product, n)

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -206,29 +207,68 @@ func canonValue(b *strings.Builder, v reflect.Value, depth int) {
 	}
 }
 
-// redisCounter counts round trips to Redis: one per command sent alone,
-// one per pipeline.
-type redisCounter struct{ n atomic.Int64 }
+// redisCounter is the tests' one go-redis hook that counts: the round
+// trips a client makes (one per command sent alone, one per pipeline), the
+// commands it sends, and the read script's replies that reached it (a
+// NOSCRIPT is not one).
+type redisCounter struct {
+	mu    sync.Mutex
+	trips int
+	cmds  []string
+	reads atomic.Int64
+}
+
+// countRedis installs one redisCounter on every client given.
+func countRedis(clients ...redis.UniversalClient) *redisCounter {
+	c := &redisCounter{}
+	for _, rdb := range clients {
+		rdb.AddHook(c)
+	}
+	return c
+}
 
 func (c *redisCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
 
 func (c *redisCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmd)
+		c.add(cmd)
+		err := next(ctx, cmd)
+		c.noteRead(cmd, err)
+		return err
 	}
 }
 
 func (c *redisCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmds)
+		c.add(cmds...)
+		err := next(ctx, cmds)
+		for _, cmd := range cmds {
+			c.noteRead(cmd, cmd.Err())
+		}
+		return err
 	}
 }
 
-// countRedis installs a redisCounter on the env's client.
-func countRedis(e *env) *redisCounter {
-	c := &redisCounter{}
-	e.rdb.AddHook(c)
-	return c
+func (c *redisCounter) add(cmds ...redis.Cmder) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.trips++
+	for _, cmd := range cmds {
+		c.cmds = append(c.cmds, cmd.Name())
+	}
+}
+
+func (c *redisCounter) noteRead(cmd redis.Cmder, err error) {
+	if isScript(cmd, readScript) && !isNoScript(err) {
+		c.reads.Add(1)
+	}
+}
+
+// take returns the round trips and commands since the last call.
+func (c *redisCounter) take() (int, []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	trips, cmds := c.trips, c.cmds
+	c.trips, c.cmds = 0, nil
+	return trips, cmds
 }
