@@ -16,9 +16,98 @@ import (
 	"gorm.io/gorm/schema"
 )
 
-// One deterministic test per race of consistency.md: each forces the bad
+// One deterministic test per race of docs/protocol.md: each forces the bad
 // interleaving with the plugin's test seams (testHooks) and asserts the
 // outcome the protocol promises.
+//
+// The gate and the async read and write helpers below are theirs.
+
+// gate stops one goroutine at a seam until the test opens it. It is armed
+// once and trips once.
+type gate struct {
+	armed   atomic.Bool
+	reached chan struct{}
+	release chan struct{}
+}
+
+func newGate() *gate {
+	g := &gate{reached: make(chan struct{}), release: make(chan struct{})}
+	g.armed.Store(true)
+	return g
+}
+
+// pass is called from the seam: the first caller stops there.
+func (g *gate) pass() {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.reached)
+		<-g.release
+	}
+}
+
+// await waits until a goroutine stopped at the gate.
+func (g *gate) await(t testing.TB) {
+	t.Helper()
+	select {
+	case <-g.reached:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no goroutine reached the gate")
+	}
+}
+
+func (g *gate) open() { close(g.release) }
+
+// forEachRacingMode runs f per backend and per racing mode.
+func forEachRacingMode(t *testing.T, f func(t *testing.T, b backend, m commitMode)) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, m := range racingModes() {
+			t.Run(m.name, func(t *testing.T) { f(t, b, m) })
+		}
+	})
+}
+
+// goRead reads a product in a goroutine; the result arrives on the channel.
+func goRead(e *env, id uint) <-chan asyncRead {
+	ch := make(chan asyncRead, 1)
+	go func() {
+		var got Product
+		err := e.db.First(&got, id).Error
+		ch <- asyncRead{got, err}
+	}()
+	return ch
+}
+
+type asyncRead struct {
+	p   Product
+	err error
+}
+
+func recvRead(t testing.TB, ch <-chan asyncRead) asyncRead {
+	t.Helper()
+	select {
+	case r := <-ch:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("the read did not return")
+	}
+	return asyncRead{}
+}
+
+func goWrite(f func() error) <-chan error {
+	ch := make(chan error, 1)
+	go func() { ch <- f() }()
+	return ch
+}
+
+func recvErr(t testing.TB, ch <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the write did not return")
+	}
+	return nil
+}
 
 // Race 1: a reader misses, reads the old row, a writer commits and writes
 // the cache, then the reader's fill of the old row must be dropped.
@@ -535,31 +624,6 @@ func TestRace8EvictedGeneration(t *testing.T) {
 		require.Equal(t, 9, got.Stock, "the entry from before the table write is stale")
 		require.NotEqual(t, "", peek(t, e, key))
 	})
-}
-
-// Two layouts of one table, as an old and a new binary have them during a
-// rolling deploy: the new one dropped price and added stock. Both encode to
-// the same shapes, so only the layout fingerprint tells their entries apart.
-type GadgetV1 struct {
-	ID    uint `gorm:"primaryKey"`
-	Name  string
-	Price int64
-}
-
-type GadgetV2 struct {
-	ID    uint `gorm:"primaryKey"`
-	Name  string
-	Stock int64 `gorm:"default:5"`
-}
-
-// gadgetNamer maps both layouts to one table.
-type gadgetNamer struct{ schema.NamingStrategy }
-
-func (n gadgetNamer) TableName(s string) string {
-	if strings.HasPrefix(s, "Gadget") {
-		s = "Gadget"
-	}
-	return n.NamingStrategy.TableName(s)
 }
 
 // Race 9: two plugins on one table with different model layouts never

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,185 +17,7 @@ import (
 // outermost COMMIT returns, nothing of a rollback or of a rolled-back
 // savepoint ever does, reads inside a transaction see the database (and the
 // transaction's own writes), and a COMMIT that fails publishes nothing.
-
-// inspector runs test code at two points of an Update statement: right
-// after its SQL, and after the plugin's after-update callback but before
-// GORM's own commit of the statement's implicit transaction. It can also
-// fail the statement there, so that GORM rolls its transaction back.
-type inspector struct {
-	inside atomic.Pointer[func()]
-	fail   atomic.Bool
-}
-
-func installInspector(t testing.TB, db *gorm.DB) *inspector {
-	t.Helper()
-	ins := &inspector{}
-	run := func(db *gorm.DB) {
-		if f := ins.inside.Load(); f != nil && db.Error == nil {
-			(*f)()
-		}
-	}
-	cb := db.Callback().Update()
-	require.NoError(t, cb.After("gorm:update").Before("writethrough:after_update").Register("txtest:after_sql", run))
-	require.NoError(t, cb.After("writethrough:after_update").Before("gorm:commit_or_rollback_transaction").Register("txtest:before_commit", func(db *gorm.DB) {
-		if inTransaction(db.Statement.ConnPool) { // in auto-commit the write has finished here
-			run(db)
-		}
-		if ins.fail.Load() && db.Error == nil {
-			db.AddError(errRollback)
-		}
-	}))
-	return ins
-}
-
-// commitMode is one way a write reaches the database and commits. It is
-// the one table of such ways: the transaction tests run every mode, the
-// write-shape, race, policy and round-trip tests the subsets they name
-// (modesNamed).
-type commitMode struct {
-	name string
-	gcfg func() *gorm.Config
-	// tracked: the plugin sees the COMMIT and writes the new state through.
-	// Otherwise (a transaction begun on db.Connection) the fences stay and
-	// readers use the database until Config.LockTTL.
-	tracked bool
-	// autocommit: no transaction at all; the change is visible to others
-	// as soon as its SQL ran, so the key must be fenced by then.
-	autocommit bool
-	// nests: the mode runs an explicit transaction that can hold savepoints.
-	nests bool
-	// run performs write in this mode, calls inside while the transaction
-	// is open (after the write, before COMMIT) and then commits, or rolls
-	// back when rollback is set and returns the error that caused it. ins
-	// (installInspector) is needed only by the implicit modes, and only to
-	// run inside or to roll back: it may be nil otherwise.
-	run func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error
-}
-
-// commit runs write in mode m and commits it, as an application would:
-// nothing runs in between, nothing is rolled back.
-func (m commitMode) commit(e *env, write func(*gorm.DB) error) error {
-	return m.run(e, nil, write, func() {}, false)
-}
-
-func explicitTx(db func(*env) *gorm.DB) func(*env, *inspector, func(*gorm.DB) error, func(), bool) error {
-	return func(e *env, _ *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-		return db(e).Transaction(func(tx *gorm.DB) error {
-			if err := write(tx); err != nil {
-				return err
-			}
-			inside()
-			if rollback {
-				return errRollback
-			}
-			return nil
-		})
-	}
-}
-
-func implicitTx(db func(*env) *gorm.DB) func(*env, *inspector, func(*gorm.DB) error, func(), bool) error {
-	return func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-		if ins == nil {
-			return write(db(e))
-		}
-		ins.inside.Store(&inside)
-		ins.fail.Store(rollback)
-		defer func() {
-			ins.inside.Store(nil)
-			ins.fail.Store(false)
-		}()
-		return write(db(e))
-	}
-}
-
-// pluginDB is the test's DB, with the plugin.
-func pluginDB(e *env) *gorm.DB { return e.db }
-
-func preparedSession(e *env) *gorm.DB { return e.db.Session(&gorm.Session{PrepareStmt: true}) }
-
-// commitModes returns every way of committing a write.
-func commitModes() []commitMode {
-	return []commitMode{
-		{name: "Transaction", gcfg: defaultGorm, tracked: true, nests: true, run: explicitTx(pluginDB)},
-		{name: "BeginCommit", gcfg: defaultGorm, tracked: true, nests: true,
-			run: func(e *env, _ *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-				tx := e.db.Begin()
-				if tx.Error != nil {
-					return tx.Error
-				}
-				if err := write(tx); err != nil {
-					tx.Rollback()
-					return err
-				}
-				inside()
-				if rollback {
-					if err := tx.Rollback().Error; err != nil {
-						return err
-					}
-					return errRollback
-				}
-				return tx.Commit().Error
-			}},
-		{name: "Implicit", gcfg: defaultGorm, tracked: true, run: implicitTx(pluginDB)},
-		{name: "AutoCommit", gcfg: func() *gorm.Config { return &gorm.Config{SkipDefaultTransaction: true} },
-			tracked: true, autocommit: true, run: implicitTx(pluginDB)},
-		{name: "PrepareStmt/Transaction", gcfg: func() *gorm.Config { return &gorm.Config{PrepareStmt: true} },
-			tracked: true, nests: true, run: explicitTx(pluginDB)},
-		{name: "PrepareStmt/Implicit", gcfg: func() *gorm.Config { return &gorm.Config{PrepareStmt: true} },
-			tracked: true, run: implicitTx(pluginDB)},
-		{name: "SessionPrepareStmt/Transaction", gcfg: defaultGorm, tracked: true, nests: true, run: explicitTx(preparedSession)},
-		{name: "SessionPrepareStmt/Implicit", gcfg: defaultGorm, tracked: true, run: implicitTx(preparedSession)},
-		{name: "Connection/Implicit", gcfg: defaultGorm, tracked: true,
-			run: func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-				return e.db.Connection(func(c *gorm.DB) error {
-					return implicitTx(func(*env) *gorm.DB { return c })(e, ins, write, inside, rollback)
-				})
-			}},
-		{name: "Connection/Transaction", gcfg: defaultGorm, tracked: false, nests: true,
-			run: func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-				return e.db.Connection(func(c *gorm.DB) error {
-					return explicitTx(func(*env) *gorm.DB { return c })(e, ins, write, inside, rollback)
-				})
-			}},
-	}
-}
-
-// modesNamed picks modes by name, in the order given.
-func modesNamed(names ...string) []commitMode {
-	all := commitModes()
-	var out []commitMode
-	for _, n := range names {
-		found := false
-		for _, m := range all {
-			if m.name == n {
-				out, found = append(out, m), true
-			}
-		}
-		if !found {
-			panic("no commit mode named " + n)
-		}
-	}
-	return out
-}
-
-// writeModes are the modes the write-shape tests run each shape in: GORM's
-// own transaction around the statement, auto-commit, a transaction the
-// caller opened, and that with prepared statements.
-func writeModes() []commitMode {
-	return modesNamed("Implicit", "AutoCommit", "Transaction", "PrepareStmt/Transaction")
-}
-
-// racingModes are the ways a writer that races a reader or another writer
-// commits.
-func racingModes() []commitMode {
-	return modesNamed("AutoCommit", "Implicit", "Transaction")
-}
-
-// policyModes are the ways a write meets an unreachable Redis (see
-// policyWrite).
-func policyModes() []commitMode {
-	return modesNamed("AutoCommit", "Implicit", "Transaction", "Connection/Implicit", "BeginCommit")
-}
+// The commit modes themselves are in harness_test.go (commitModes).
 
 // forEachTxMode runs f per backend and mode, with an env whose table holds
 // one warm product (price 100, cached).
@@ -581,14 +402,6 @@ func TestTxnIsolation(t *testing.T) {
 		require.Equal(t, int64(100), got.Price, "the transaction reads its snapshot, not the cache")
 		require.NoError(t, tx.Commit().Error)
 	})
-}
-
-// Ticket is a row whose COMMIT the tests make fail.
-type Ticket struct {
-	ID       uint `gorm:"primaryKey"`
-	Code     string
-	ParentID *uint
-	Price    int64
 }
 
 // TestTxnFailedCommitPublishesNothing: when COMMIT itself fails (a deferred
