@@ -33,31 +33,12 @@ import (
 // when WT_REDIS_ADDR, WT_POSTGRES_DSN and WT_MYSQL_DSN are set and skip
 // otherwise. The in-process Redis (miniredis) runs its Lua in this process,
 // so its allocation counts include the server's: read allocations from the
-// real-Redis variants or from BenchmarkHitCPU.
+// real-Redis variants or from BenchmarkHitCPU. The write benchmarks are at
+// the end of the file. The row is BenchRow (models_test.go).
 
-// benchRow is a realistic row: 15 columns, strings, times, a nullable time,
-// a float, a bool and a soft-delete column.
-type benchRow struct {
-	ID          uint   `gorm:"primaryKey"`
-	SKU         string `gorm:"size:64"`
-	Name        string `gorm:"size:200"`
-	Description string `gorm:"size:2000"`
-	PriceCents  int64
-	Currency    string `gorm:"size:3"`
-	Stock       int
-	WeightKg    float64
-	Active      bool
-	Tags        string `gorm:"size:200"`
-	OwnerID     int64
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-	PublishedAt *time.Time
-	DeletedAt   gorm.DeletedAt
-}
-
-func newBenchRow(i int) benchRow {
+func newBenchRow(i int) BenchRow {
 	pub := time.Date(2024, 3, 1, 12, 30, 0, 0, time.UTC).Add(time.Duration(i) * time.Minute)
-	return benchRow{
+	return BenchRow{
 		SKU:         fmt.Sprintf("SKU-%08d", i),
 		Name:        fmt.Sprintf("Stainless steel water bottle %d", i),
 		Description: strings.Repeat("Double-walled, vacuum insulated, keeps drinks cold for 24 hours. ", 3),
@@ -123,8 +104,8 @@ func newBenchEnv(b *testing.B, be backend, rows int) *benchEnv {
 	}
 	plain, err := gorm.Open(be.open(b, sqlDB), gcfg())
 	require.NoError(b, err)
-	require.NoError(b, plain.AutoMigrate(&benchRow{}))
-	b.Cleanup(func() { _ = plain.Migrator().DropTable(&benchRow{}) })
+	require.NoError(b, plain.AutoMigrate(&BenchRow{}))
+	b.Cleanup(func() { _ = plain.Migrator().DropTable(&BenchRow{}) })
 
 	rdb := be.redis(b)
 	env := &benchEnv{plain: plain, rdb: rdb}
@@ -140,7 +121,7 @@ func newBenchEnv(b *testing.B, be backend, rows int) *benchEnv {
 	}
 	env.plugin, env.p = env.newDB(Config{})
 
-	batch := make([]benchRow, rows)
+	batch := make([]BenchRow, rows)
 	for i := range batch {
 		batch[i] = newBenchRow(i)
 	}
@@ -149,7 +130,7 @@ func newBenchEnv(b *testing.B, be backend, rows int) *benchEnv {
 		env.ids = append(env.ids, r.ID)
 	}
 	stmt := &gorm.Statement{DB: env.plugin}
-	require.NoError(b, stmt.Parse(&benchRow{}))
+	require.NoError(b, stmt.Parse(&BenchRow{}))
 	env.mi = env.p.model(stmt.Schema)
 	return env
 }
@@ -178,7 +159,7 @@ func BenchmarkFirst(b *testing.B) {
 			before := env.p.Stats()
 			i := 0
 			for ; b.Loop(); i++ {
-				var r benchRow
+				var r BenchRow
 				if err := env.plugin.First(&r, ids[i%len(ids)]).Error; err != nil {
 					b.Fatal(err)
 				}
@@ -188,13 +169,13 @@ func BenchmarkFirst(b *testing.B) {
 		b.Run("mode=plugin-json", func(b *testing.B) {
 			db, p := env.newDB(Config{Codec: JSONCodec{}})
 			for _, id := range ids { // fill this plugin's keys
-				require.NoError(b, db.First(&benchRow{}, id).Error)
+				require.NoError(b, db.First(&BenchRow{}, id).Error)
 			}
 			b.ReportAllocs()
 			before := p.Stats()
 			i := 0
 			for ; b.Loop(); i++ {
-				var r benchRow
+				var r BenchRow
 				if err := db.First(&r, ids[i%len(ids)]).Error; err != nil {
 					b.Fatal(err)
 				}
@@ -204,7 +185,7 @@ func BenchmarkFirst(b *testing.B) {
 		b.Run("mode=plain", func(b *testing.B) {
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				var r benchRow
+				var r BenchRow
 				if err := env.plain.First(&r, ids[i%len(ids)]).Error; err != nil {
 					b.Fatal(err)
 				}
@@ -216,7 +197,7 @@ func BenchmarkFirst(b *testing.B) {
 				keys[i] = env.mi.key(env.p.cfg.Prefix, env.p.cfg.TableShards, []string{strconv.FormatUint(uint64(id), 10)}).row
 			}
 			// The floor must produce the same struct as the plugin.
-			var viaPlugin, viaRaw benchRow
+			var viaPlugin, viaRaw BenchRow
 			require.NoError(b, env.plugin.First(&viaPlugin, ids[0]).Error)
 			require.NoError(b, rawGet(context.Background(), env.rdb, keys[0], len(env.mi.fields), &viaRaw))
 			require.Equal(b, viaPlugin, viaRaw)
@@ -224,7 +205,7 @@ func BenchmarkFirst(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for i := 0; b.Loop(); i++ {
-				var r benchRow
+				var r BenchRow
 				if err := rawGet(ctx, env.rdb, keys[i%len(keys)], len(env.mi.fields), &r); err != nil {
 					b.Fatal(err)
 				}
@@ -235,7 +216,7 @@ func BenchmarkFirst(b *testing.B) {
 
 // rawGet is what a hand-written cache does at best: GET the key, check the
 // entry, decode it and assign the fields.
-func rawGet(ctx context.Context, rdb redis.UniversalClient, key string, nfields int, r *benchRow) error {
+func rawGet(ctx context.Context, rdb redis.UniversalClient, key string, nfields int, r *BenchRow) error {
 	s, err := rdb.Get(ctx, key).Result()
 	if err != nil {
 		return err
@@ -258,7 +239,7 @@ func rawGet(ctx context.Context, rdb redis.UniversalClient, key string, nfields 
 }
 
 // setBenchRow assigns decoded values in the model's field order.
-func setBenchRow(r *benchRow, v []any) error {
+func setBenchRow(r *BenchRow, v []any) error {
 	var ok [15]bool
 	var id uint64
 	var stock int64
@@ -307,7 +288,7 @@ func BenchmarkFind(b *testing.B) {
 				before := env.p.Stats()
 				iters := 0
 				for ; b.Loop(); iters++ {
-					var rows []benchRow
+					var rows []BenchRow
 					if err := env.plugin.Find(&rows, ids).Error; err != nil || len(rows) != n {
 						b.Fatal(err, len(rows))
 					}
@@ -317,7 +298,7 @@ func BenchmarkFind(b *testing.B) {
 			b.Run(fmt.Sprintf("ids=%d/mode=plain", n), func(b *testing.B) {
 				b.ReportAllocs()
 				for b.Loop() {
-					var rows []benchRow
+					var rows []BenchRow
 					if err := env.plain.Find(&rows, ids).Error; err != nil || len(rows) != n {
 						b.Fatal(err, len(rows))
 					}
@@ -354,7 +335,7 @@ func BenchmarkCreate(b *testing.B) {
 func BenchmarkSave(b *testing.B) {
 	forEachBenchBackend(b, func(b *testing.B, be backend) {
 		env := newBenchEnv(b, be, 100)
-		var rows []benchRow
+		var rows []BenchRow
 		require.NoError(b, env.plain.Find(&rows, env.ids).Error)
 		for _, m := range []struct {
 			mode string
@@ -382,7 +363,7 @@ func benchCodecRow(b *testing.B) []any {
 	defer rdb.Close()
 	p := New(rdb, Config{})
 	stmt := &gorm.Statement{DB: db}
-	require.NoError(b, stmt.Parse(&benchRow{}))
+	require.NoError(b, stmt.Parse(&BenchRow{}))
 	mi := p.model(stmt.Schema)
 	r := newBenchRow(7)
 	r.ID = 123456
@@ -494,7 +475,7 @@ func BenchmarkHitCPU(b *testing.B) {
 		before := env.p.Stats()
 		i := 0
 		for ; b.Loop(); i++ {
-			var r benchRow
+			var r BenchRow
 			if err := env.plugin.First(&r, env.ids[i%len(env.ids)]).Error; err != nil {
 				b.Fatal(err)
 			}
@@ -504,7 +485,7 @@ func BenchmarkHitCPU(b *testing.B) {
 	b.Run("op=first/mode=raw", func(b *testing.B) {
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			var r benchRow
+			var r BenchRow
 			if err := rawGet(ctx, env.rdb, keys[i%len(keys)], len(env.mi.fields), &r); err != nil {
 				b.Fatal(err)
 			}
@@ -517,12 +498,169 @@ func BenchmarkHitCPU(b *testing.B) {
 			before := env.p.Stats()
 			iters := 0
 			for ; b.Loop(); iters++ {
-				var rows []benchRow
+				var rows []BenchRow
 				if err := env.plugin.Find(&rows, ids).Error; err != nil || len(rows) != n {
 					b.Fatal(err, len(rows))
 				}
 			}
 			expectHits(b, env.p, before, iters*n)
 		})
+	}
+}
+
+// Write benchmarks, with and without the plugin, on every dialect that is
+// switched on (real Redis when WT_REDIS_ADDR is set). Compare with
+//
+//	go test -run '^$' -bench 'BenchmarkWrite' -count 6 . | tee bench.txt
+//	benchstat -col /cache bench.txt
+//
+// Besides time, each reports the database statements (stmts/op) and the
+// Redis round trips (redis/op) one operation costs.
+
+// benchBackends returns one backend per dialect, preferring real Redis.
+func benchBackends(b *testing.B) []backend {
+	seen := map[string]int{}
+	var out []backend
+	for _, be := range backends(b) {
+		if i, ok := seen[be.dialect]; ok {
+			out[i] = be // a later backend of the same dialect uses real Redis
+			continue
+		}
+		seen[be.dialect] = len(out)
+		out = append(out, be)
+	}
+	return out
+}
+
+// benchDB returns the database to benchmark: the plugin's, or a plain GORM
+// on the same counting pool (so statements are counted the same way).
+func benchDB(b *testing.B, e *env, plugin bool) *gorm.DB {
+	if plugin {
+		return e.db
+	}
+	db, err := gorm.Open(e.b.open(b, e.counter), &gorm.Config{NamingStrategy: e.db.NamingStrategy, Logger: logger.Discard})
+	require.NoError(b, err)
+	return db
+}
+
+func cacheName(plugin bool) string {
+	if plugin {
+		return "plugin"
+	}
+	return "plain"
+}
+
+// warmUp gives the table 10000 rows and fresh statistics, as a table in
+// production has, then runs one write so that the plugin's scripts are
+// loaded in Redis before the clock starts. On an empty table without
+// statistics, once pgx's cached statement switches to a generic plan,
+// Postgres reads rows by id through the deleted_at index (it guesses
+// "deleted_at IS NULL" matches 0.5% of the rows, not all of them) and every
+// query by id, the plugin's read-back included, scans the table: 200ms per
+// 1000-row read-back after 30 batches.
+func warmUp(b *testing.B, e *env, db *gorm.DB) {
+	plain := e.plainDB()
+	for i := 0; i < 10; i++ {
+		rows := newItems(1000, "filler")
+		require.NoError(b, plain.Create(&rows).Error)
+	}
+	table := e.db.NamingStrategy.TableName("Item")
+	switch e.b.dialect {
+	case "mysql":
+		require.NoError(b, plain.Exec("ANALYZE TABLE "+table).Error)
+	default:
+		require.NoError(b, plain.Exec("ANALYZE "+table).Error)
+	}
+	require.NoError(b, db.Create(&Item{Name: "warm-up"}).Error)
+}
+
+// report adds statements and Redis round trips per operation.
+func report(b *testing.B, e *env, rc *redisCounter) {
+	b.ReportMetric(float64(e.queries())/float64(b.N), "stmts/op")
+	trips, _ := rc.take()
+	b.ReportMetric(float64(trips)/float64(b.N), "redis/op")
+}
+
+// BenchmarkWriteBatch creates batches of 1, 100 and 1000 rows in one
+// statement (GORM's own transaction around it).
+func BenchmarkWriteBatch(b *testing.B) {
+	for _, be := range benchBackends(b) {
+		for _, n := range []int{1, 100, 1000} {
+			for _, plugin := range []bool{false, true} {
+				b.Run(fmt.Sprintf("db=%s/rows=%d/cache=%s", be.dialect, n, cacheName(plugin)), func(b *testing.B) {
+					e := newEnv(b, be, Config{}, &Item{})
+					db := benchDB(b, e, plugin)
+					rc := countRedis(e.rdb)
+					batches := make([][]Item, b.N)
+					for i := range batches {
+						batches[i] = newItems(n, "bench")
+					}
+					warmUp(b, e, db)
+					e.queries()
+					rc.take()
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						if err := db.Create(&batches[i]).Error; err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StopTimer()
+					report(b, e, rc)
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkWriteOne measures one-row writes: an insert, an update by key
+// and a delete by key. On MySQL/MariaDB, which has no UPDATE ... RETURNING,
+// the plugin reads every written row back with a SELECT in the statement's
+// transaction; this is what that costs.
+func BenchmarkWriteOne(b *testing.B) {
+	ops := []struct {
+		name string
+		f    func(db *gorm.DB, id uint, i int) error
+	}{
+		{"create", func(db *gorm.DB, _ uint, i int) error {
+			return db.Create(&Item{Name: "one", Stock: i}).Error
+		}},
+		{"update", func(db *gorm.DB, id uint, i int) error {
+			return db.Model(&Item{ID: id}).Updates(map[string]any{"stock": i, "name": "updated"}).Error
+		}},
+		{"delete", func(db *gorm.DB, id uint, _ int) error {
+			return db.Unscoped().Delete(&Item{ID: id}).Error
+		}},
+	}
+	for _, be := range benchBackends(b) {
+		for _, op := range ops {
+			for _, plugin := range []bool{false, true} {
+				b.Run(fmt.Sprintf("db=%s/op=%s/cache=%s", be.dialect, op.name, cacheName(plugin)), func(b *testing.B) {
+					e := newEnv(b, be, Config{}, &Item{})
+					db := benchDB(b, e, plugin)
+					rc := countRedis(e.rdb)
+					ids := make([]uint, b.N)
+					if op.name != "create" {
+						for start := 0; start < b.N; start += 1000 {
+							rows := newItems(min(1000, b.N-start), "seed")
+							require.NoError(b, e.plainDB().Create(&rows).Error)
+							for i, r := range rows {
+								ids[start+i] = r.ID
+							}
+						}
+					}
+					warmUp(b, e, db)
+					e.queries()
+					rc.take()
+					b.ResetTimer()
+					for i := 0; i < b.N; i++ {
+						if err := op.f(db, ids[i], i+1); err != nil {
+							b.Fatal(err)
+						}
+					}
+					b.StopTimer()
+					report(b, e, rc)
+				})
+			}
+		}
 	}
 }

@@ -1,7 +1,9 @@
 package writethrough
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+	"gorm.io/gorm"
 )
 
 // Fault injection between the plugin and Redis. faultProxy is a TCP proxy
@@ -27,6 +30,200 @@ import (
 // the answer, then close the connection). The history checker runs under
 // each fault, and under others that need no proxy: finishes skipped as if
 // the process died after COMMIT, and keys evicted or deleted mid-flight.
+//
+// faultServer (a listener that speaks no Redis) and closedPort cover faults
+// a proxy cannot fake; the timeout and lost-reply tests run single
+// operations through the proxy.
+
+// faultServer is a TCP server that speaks no Redis: it accepts and then
+// either never answers (reply == "") or answers every command with reply.
+func faultServer(t testing.TB, reply string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Read command by command (so the client never blocks
+				// writing) and answer each one, if at all.
+				r := bufio.NewReader(c)
+				for {
+					if err := skipRESPCommand(r); err != nil {
+						return
+					}
+					if reply != "" {
+						if _, err := io.WriteString(c, reply); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// skipRESPCommand reads one client command: an array of bulk strings.
+func skipRESPCommand(r *bufio.Reader) error {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "*") {
+		return nil // an inline command: one line
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(line[1:]))
+	if err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		head, err := r.ReadString('\n')
+		if err != nil {
+			return err
+		}
+		size, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "$")))
+		if err != nil {
+			return err
+		}
+		if _, err := io.CopyN(io.Discard, r, int64(size)+2); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// closedPort returns an address nothing listens on.
+func closedPort(t testing.TB) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// envWithRedis is newEnv with the plugin talking to rdb.
+func envWithRedis(t testing.TB, b backend, rdb redis.UniversalClient, cfg Config, models ...any) *env {
+	b.redis = func(testing.TB) redis.UniversalClient { return rdb }
+	return newEnv(t, b, cfg, models...)
+}
+
+func TestRedisFaultOnReadFallsBackToTheDatabase(t *testing.T) {
+	faults := map[string]func(t testing.TB) string{
+		"no answer":   func(t testing.TB) string { return faultServer(t, "") },
+		"closed port": closedPort,
+		"error reply": func(t testing.TB) string { return faultServer(t, "-ERR injected fault\r\n") },
+		"garbage":     func(t testing.TB) string { return faultServer(t, "?garbage\r\n") },
+	}
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for name, fault := range faults {
+			t.Run(name, func(t *testing.T) {
+				// The client's own timeouts are long and it does not bound
+				// calls by their context: Config.ReadTimeout must still be
+				// what ends a read that gets no answer.
+				rdb := redis.NewClient(&redis.Options{
+					Addr: fault(t), DialTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+				})
+				t.Cleanup(func() { rdb.Close() })
+				e := envWithRedis(t, b, rdb, Config{ReadTimeout: defaultReadTimeout}, &Product{})
+				plain := e.plainDB()
+				table := e.stmtSchema(&Product{}).Table
+				rows := []Product{{Name: "a", Price: 1}, {Name: "b", Price: 2}}
+				require.NoError(t, plain.Table(table).Create(&rows).Error)
+				e.queries()
+
+				read := func(f func() error) {
+					t.Helper()
+					start := time.Now()
+					require.NoError(t, f())
+					// Not a latency claim: only that the client's one-minute
+					// timeout is not what ended the call.
+					require.Less(t, time.Since(start), 30*time.Second, "the read waited for the client's timeout, not Config.ReadTimeout")
+				}
+				before := e.plugin.Stats().RedisErrors
+				var one Product
+				read(func() error { return e.db.First(&one, rows[0].ID).Error })
+				require.Equal(t, "a", one.Name)
+				require.Equal(t, int64(1), e.queries(), "the read went to the database")
+
+				var list []Product
+				read(func() error { return e.db.Find(&list, []uint{rows[0].ID, rows[1].ID}).Error })
+				require.Len(t, list, 2)
+				require.Equal(t, int64(1), e.queries())
+
+				read(func() error {
+					err := e.db.First(&Product{}, rows[1].ID+1000).Error
+					if !errors.Is(err, gorm.ErrRecordNotFound) {
+						return errors.New("want ErrRecordNotFound, got " + errString(err))
+					}
+					return nil
+				})
+				require.GreaterOrEqual(t, e.plugin.Stats().RedisErrors, before+3, "every failed Redis call is counted")
+				require.Zero(t, e.plugin.Stats().Hits)
+			})
+		}
+	})
+}
+
+func TestRedisFaultOnWriteIsBoundedByWriteTimeout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		// As on reads: the client's one-minute timeouts, which it does not
+		// shorten for a context's deadline, must not be what ends a write.
+		rdb := redis.NewClient(&redis.Options{
+			Addr: faultServer(t, ""), DialTimeout: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute,
+		})
+		t.Cleanup(func() { rdb.Close() })
+		e := envWithRedis(t, b, rdb, Config{WriteTimeout: 200 * time.Millisecond}, &Plain{})
+		plain := e.plainDB()
+		table := e.stmtSchema(&Plain{}).Table
+		old := Plain{Name: "old"}
+		require.NoError(t, plain.Table(table).Create(&old).Error)
+
+		write := func(what string, f func() error) {
+			t.Helper()
+			start := time.Now()
+			err := f()
+			require.Less(t, time.Since(start), 30*time.Second, "%s waited for the client's timeout, not Config.WriteTimeout", what)
+			require.ErrorContains(t, err, "policy strict", what)
+		}
+		write("create", func() error { return e.db.Create(&Plain{Name: "new"}).Error })
+		write("update", func() error { return e.db.Model(&old).Update("name", "changed").Error })
+		write("delete", func() error { return e.db.Delete(&old).Error })
+
+		var rows []Plain
+		require.NoError(t, plain.Table(table).Find(&rows).Error)
+		require.Equal(t, []Plain{{ID: old.ID, Name: "old"}}, rows, "strict: nothing was written that the cache could not follow")
+	})
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "nil"
+	}
+	return err.Error()
+}
 
 // faultProxy forwards connections to target, with faults switched on and
 // off while it runs.
@@ -568,6 +765,136 @@ func TestHistoryUnderFaults(t *testing.T) {
 				res := runHistory(t, b, opts)
 				requireHistory(t, b.name+" "+f.name, res, 0)
 				require.Positive(t, res.hits, "no read was a cache hit")
+			})
+		}
+	})
+}
+
+// TestTimeoutsBoundStalledRedis: while Redis holds its replies, a read
+// answers from the database within Config.ReadTimeout (plus the database's
+// own time), and a write fails (policy Strict) within Config.WriteTimeout,
+// whatever timeouts the Redis client itself has (go-redis ignores context
+// deadlines unless Options.ContextTimeoutEnabled is set, and waits 5s).
+func TestTimeoutsBoundStalledRedis(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		opts := defaultHistoryOpts(historyRedis(t, b), time.Second)
+		px := newFaultProxy(t, opts.redisAddr)
+		opts.redisAddr = px.Addr()
+		opts.instances = 1
+		opts.cfg.WriteTimeout = 300 * time.Millisecond
+		w := newHistWorld(t, b, opts)
+		db, cfg := w.instances[0].db, w.instances[0].plugin.cfg
+		require.NoError(t, db.First(&HistRow{}, 1).Error)
+		require.NoError(t, db.Find(&[]HistRow{}, []int64{1, 2}).Error)
+
+		px.setStall(true)
+		defer px.setStall(false)
+		// Generous room for the database on a loaded machine: the client on its
+		// own would wait 5s.
+		slack := 2 * time.Second
+		for i := int64(1); i <= 3; i++ {
+			start := time.Now()
+			var r HistRow
+			require.NoError(t, db.First(&r, i).Error)
+			require.Equal(t, i, r.ID)
+			require.Less(t, time.Since(start), cfg.ReadTimeout+slack, "First waited for a stalled Redis")
+
+			start = time.Now()
+			var rs []HistRow
+			require.NoError(t, db.Find(&rs, []int64{i, i + 10}).Error)
+			require.Len(t, rs, 2)
+			require.Less(t, time.Since(start), cfg.ReadTimeout+slack, "Find waited for a stalled Redis")
+		}
+		start := time.Now()
+		err := db.Model(&HistRow{ID: 5}).Update("payload", "stalled").Error
+		require.Error(t, err, "policy Strict: a write that cannot fence fails")
+		require.Less(t, time.Since(start), cfg.WriteTimeout+slack, "the write waited for a stalled Redis")
+		var r HistRow
+		require.NoError(t, w.direct.First(&r, 5).Error)
+		require.Equal(t, initialPayload, r.Payload, "the failed write did not commit")
+	})
+}
+
+// TestFillBoundedByReadTimeout: the fill after a miss is part of the read,
+// so Redis stalling between the database query and the fill delays the
+// read by at most Config.ReadTimeout, not Config.WriteTimeout.
+func TestFillBoundedByReadTimeout(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		opts := defaultHistoryOpts(historyRedis(t, b), time.Second)
+		px := newFaultProxy(t, opts.redisAddr)
+		opts.redisAddr = px.Addr()
+		opts.instances = 1
+		opts.cfg.WriteTimeout = 5 * time.Second
+		var armed atomic.Bool
+		opts.hooks = func(int) *testHooks {
+			return &testHooks{beforeFill: func(string) {
+				if armed.Load() {
+					px.setStall(true)
+				}
+			}}
+		}
+		w := newHistWorld(t, b, opts)
+		db, cfg := w.instances[0].db, w.instances[0].plugin.cfg
+		require.NoError(t, db.First(&HistRow{}, 10).Error) // Redis knows the scripts
+		defer px.setStall(false)
+
+		armed.Store(true)
+		start := time.Now()
+		var r HistRow
+		require.NoError(t, db.First(&r, 1).Error)
+		took := time.Since(start)
+		require.Equal(t, int64(1), r.ID)
+		require.Less(t, took, cfg.ReadTimeout+2*time.Second, "the read waited for its fill longer than ReadTimeout allows")
+	})
+}
+
+// TestLostReadReplyKeepsTheLease: Redis ran the read script (and so gave
+// the reader the lease) but the reply was lost with its connection; the
+// client retries, and the retried script finds the reader's own lease. The
+// reader must know the lease is its own: read the database, fill, and move
+// on, not wait for itself until the lease expires (leaving the key
+// uncacheable meanwhile).
+func TestLostReadReplyKeepsTheLease(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		opts := defaultHistoryOpts(historyRedis(t, b), time.Second)
+		px := newFaultProxy(t, opts.redisAddr)
+		opts.redisAddr = px.Addr()
+		opts.instances = 1
+		opts.cfg.LeaseTTL = 5 * time.Second
+		w := newHistWorld(t, b, opts)
+		db := w.instances[0].db
+		// Let Redis learn the scripts, so the reply dropped below is the
+		// read script's own, not a NOSCRIPT.
+		require.NoError(t, db.First(&HistRow{}, 10).Error)
+		require.NoError(t, db.Find(&[]HistRow{}, []int64{10, 11}).Error)
+
+		for _, tc := range []struct {
+			name string
+			ids  []int64
+		}{{"First", []int64{1}}, {"Find", []int64{2, 3, 4}}} {
+			t.Run(tc.name, func(t *testing.T) {
+				read := func() (hit bool) {
+					t.Helper()
+					ctx, probe := withProbe(t.Context())
+					var rows []HistRow
+					var err error
+					if len(tc.ids) == 1 {
+						var r HistRow
+						err = db.WithContext(ctx).First(&r, tc.ids[0]).Error
+						rows = append(rows, r)
+					} else {
+						err = db.WithContext(ctx).Find(&rows, tc.ids).Error
+					}
+					require.NoError(t, err)
+					require.Len(t, rows, len(tc.ids))
+					return probe.Load() == 0
+				}
+				px.dropNextReplies(1, 0)
+				start := time.Now()
+				require.False(t, read(), "the first read misses")
+				took := time.Since(start)
+				require.Less(t, took, opts.cfg.LeaseTTL/2, "the reader waited for its own lease")
+				require.True(t, read(), "the reader that held the lease filled the key")
 			})
 		}
 	})

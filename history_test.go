@@ -45,16 +45,7 @@ import (
 // the database, and the cache serves every row again. It also measures how
 // many reads the cache answered, and requires most reads of rows that were
 // not written recently to be hits: a checker over a cache that never hits
-// proves nothing.
-
-// HistRow is the checker's table. Payload names the operation that wrote
-// the row, so every value read can be traced to exactly one write.
-type HistRow struct {
-	ID        int64 `gorm:"primaryKey;autoIncrement:false"`
-	Version   int64
-	Payload   string `gorm:"size:64"`
-	UpdatedAt time.Time
-}
+// proves nothing. Its table is HistRow (models_test.go).
 
 const (
 	initialPayload = "init"

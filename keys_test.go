@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,56 @@ import (
 // Keys are shared by every process on a Redis: two rows must never share
 // one, no key value may change the Redis Cluster hash slot, and the layout
 // must not drift between versions.
+//
+// The key builder's shortcuts (its own CRC32, the per-shard table) must give
+// exactly what the plain code they replaced gave.
+
+func TestCRC32IEEEMatchesStdlib(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for n := 0; n < 300; n++ {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(r.Uint32())
+		}
+		require.Equal(t, crc32.ChecksumIEEE(b), crc32IEEE(b), "length %d", n)
+	}
+}
+
+func TestRowKeyFromShardTable(t *testing.T) {
+	// The layout is shared by every process using a Redis: these are the
+	// keys the code before the shard table built.
+	golden := []struct {
+		parts []string
+		key   rowKey
+	}{
+		{[]string{"1"}, rowKey{row: "pfx:{wt_products:7}:k:1", gen: "pfx:{wt_products:7}:g", fence: "pfx:{wt_products:7}:f"}},
+		{[]string{"42"}, rowKey{row: "pfx:{wt_products:8}:k:42", gen: "pfx:{wt_products:8}:g", fence: "pfx:{wt_products:8}:f"}},
+		{[]string{"a:b", "{x}"}, rowKey{row: "pfx:{wt_products:7}:k:a%3Ab:%7Bx%7D", gen: "pfx:{wt_products:7}:g", fence: "pfx:{wt_products:7}:f"}},
+		{[]string{"\u00e9"}, rowKey{row: "pfx:{wt_products:7}:k:%C3%A9", gen: "pfx:{wt_products:7}:g", fence: "pfx:{wt_products:7}:f"}},
+	}
+	mi := &modelInfo{tableEsc: "wt_products"}
+	mi.buildShards("pfx", 16)
+	bare := &modelInfo{tableEsc: "wt_products"} // no table: keys built from scratch
+	for _, g := range golden {
+		requireSameKey(t, g.key, mi.key("pfx", 16, g.parts))
+		requireSameKey(t, g.key, bare.key("pfx", 16, g.parts))
+	}
+	// A key longer than the stack buffer, and another prefix than the table's.
+	long := string(make([]byte, 100))
+	requireSameKey(t, bare.key("pfx", 16, []string{long}), mi.key("pfx", 16, []string{long}))
+	requireSameKey(t, bare.key("other", 16, []string{"7"}), mi.key("other", 16, []string{"7"}))
+	require.Equal(t, "other:{wt_products:7}:k:1", mi.key("other", 16, []string{"1"}).row)
+}
+
+// requireSameKey compares the key names, and checks that the boxed shard
+// arguments name the same keys.
+func requireSameKey(t *testing.T, want, got rowKey) {
+	t.Helper()
+	require.Equal(t, [3]string{want.row, want.gen, want.fence}, [3]string{got.row, got.gen, got.fence})
+	require.NotNil(t, got.shard)
+	require.Equal(t, got.gen, got.shard.genArg)
+	require.Equal(t, got.fence, got.shard.fenceArg)
+}
 
 // unescapeKeyPart inverts appendEscaped, strictly: it refuses anything
 // appendEscaped cannot have produced.
@@ -240,26 +291,6 @@ func TestKeysSpreadOverShards(t *testing.T) {
 	}
 }
 
-// keyPartModel has a primary-key-capable field of every kind keyPart knows.
-type keyPartModel struct {
-	I    int
-	I8   int8
-	I16  int16
-	I32  int32
-	I64  int64
-	U    uint
-	U8   uint8
-	U16  uint16
-	U32  uint32
-	U64  uint64
-	S    string
-	B    []byte
-	PI   *int64
-	UUID testUUID
-	MyI  myInt
-	F    float64
-}
-
 type myInt int32
 
 // testUUID is a uuid stored as its text form, the way uuid libraries do.
@@ -281,7 +312,7 @@ type selfValuer struct{}
 func (s selfValuer) Value() (driver.Value, error) { return s, nil }
 
 func TestKeyPart(t *testing.T) {
-	s, err := schema.Parse(&keyPartModel{}, &sync.Map{}, schema.NamingStrategy{})
+	s, err := schema.Parse(&KeyPartKinds{}, &sync.Map{}, schema.NamingStrategy{})
 	require.NoError(t, err)
 	field := func(name string) *schema.Field {
 		f := s.LookUpField(name)
@@ -373,7 +404,7 @@ func TestKeyPart(t *testing.T) {
 func TestKeyPartSpellingsNameOneKey(t *testing.T) {
 	// Where("id = ?", 1), Where("id = ?", int64(1)), Where("id = ?", "1")
 	// and a uint field set to 1 must all read and fence the same key.
-	s, err := schema.Parse(&keyPartModel{}, &sync.Map{}, schema.NamingStrategy{})
+	s, err := schema.Parse(&KeyPartKinds{}, &sync.Map{}, schema.NamingStrategy{})
 	require.NoError(t, err)
 	mi := testModelInfo("t")
 	var keys []string

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -18,158 +17,19 @@ import (
 // outermost COMMIT returns, nothing of a rollback or of a rolled-back
 // savepoint ever does, reads inside a transaction see the database (and the
 // transaction's own writes), and a COMMIT that fails publishes nothing.
-
-// inspector runs test code at two points of an Update statement: right
-// after its SQL, and after the plugin's after-update callback but before
-// GORM's own commit of the statement's implicit transaction. It can also
-// fail the statement there, so that GORM rolls its transaction back.
-type inspector struct {
-	inside atomic.Pointer[func()]
-	fail   atomic.Bool
-}
-
-func installInspector(t testing.TB, db *gorm.DB) *inspector {
-	t.Helper()
-	ins := &inspector{}
-	run := func(db *gorm.DB) {
-		if f := ins.inside.Load(); f != nil && db.Error == nil {
-			(*f)()
-		}
-	}
-	cb := db.Callback().Update()
-	require.NoError(t, cb.After("gorm:update").Before("writethrough:after_update").Register("txtest:after_sql", run))
-	require.NoError(t, cb.After("writethrough:after_update").Before("gorm:commit_or_rollback_transaction").Register("txtest:before_commit", func(db *gorm.DB) {
-		if inTransaction(db.Statement.ConnPool) { // in auto-commit the write has finished here
-			run(db)
-		}
-		if ins.fail.Load() && db.Error == nil {
-			db.AddError(errRollback)
-		}
-	}))
-	return ins
-}
-
-// txMode is one way of running a write.
-type txMode struct {
-	name string
-	gcfg func() *gorm.Config
-	// tracked: the plugin sees the COMMIT and writes the new state through.
-	// Otherwise (a transaction begun on db.Connection) the fences stay and
-	// readers use the database until Config.LockTTL.
-	tracked bool
-	// autocommit: no transaction at all; the change is visible to others
-	// as soon as its SQL ran, so the key must be fenced by then.
-	autocommit bool
-	// nests: the mode runs an explicit transaction that can hold savepoints.
-	nests bool
-	// run performs write in this mode, calls inside while the transaction
-	// is open (after the write, before COMMIT) and then commits, or rolls
-	// back when rollback is set and returns the error that caused it.
-	run func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error
-}
-
-func explicitTx(db func(*env) *gorm.DB) func(*env, *inspector, func(*gorm.DB) error, func(), bool) error {
-	return func(e *env, _ *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-		return db(e).Transaction(func(tx *gorm.DB) error {
-			if err := write(tx); err != nil {
-				return err
-			}
-			inside()
-			if rollback {
-				return errRollback
-			}
-			return nil
-		})
-	}
-}
-
-func implicitTx(db func(*env) *gorm.DB) func(*env, *inspector, func(*gorm.DB) error, func(), bool) error {
-	return func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-		ins.inside.Store(&inside)
-		ins.fail.Store(rollback)
-		defer func() {
-			ins.inside.Store(nil)
-			ins.fail.Store(false)
-		}()
-		return write(db(e))
-	}
-}
-
-// pluginDB is the test's DB, with the plugin.
-func pluginDB(e *env) *gorm.DB { return e.db }
-
-func preparedSession(e *env) *gorm.DB { return e.db.Session(&gorm.Session{PrepareStmt: true}) }
-
-func txModes() []txMode {
-	return []txMode{
-		{name: "Transaction", gcfg: defaultGorm, tracked: true, nests: true, run: explicitTx(pluginDB)},
-		{name: "BeginCommit", gcfg: defaultGorm, tracked: true, nests: true,
-			run: func(e *env, _ *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-				tx := e.db.Begin()
-				if tx.Error != nil {
-					return tx.Error
-				}
-				if err := write(tx); err != nil {
-					tx.Rollback()
-					return err
-				}
-				inside()
-				if rollback {
-					if err := tx.Rollback().Error; err != nil {
-						return err
-					}
-					return errRollback
-				}
-				return tx.Commit().Error
-			}},
-		{name: "Implicit", gcfg: defaultGorm, tracked: true, run: implicitTx(pluginDB)},
-		{name: "AutoCommit", gcfg: func() *gorm.Config { return &gorm.Config{SkipDefaultTransaction: true} },
-			tracked: true, autocommit: true, run: implicitTx(pluginDB)},
-		{name: "PrepareStmt/Transaction", gcfg: func() *gorm.Config { return &gorm.Config{PrepareStmt: true} },
-			tracked: true, nests: true, run: explicitTx(pluginDB)},
-		{name: "PrepareStmt/Implicit", gcfg: func() *gorm.Config { return &gorm.Config{PrepareStmt: true} },
-			tracked: true, run: implicitTx(pluginDB)},
-		{name: "SessionPrepareStmt/Transaction", gcfg: defaultGorm, tracked: true, nests: true, run: explicitTx(preparedSession)},
-		{name: "SessionPrepareStmt/Implicit", gcfg: defaultGorm, tracked: true, run: implicitTx(preparedSession)},
-		{name: "Connection/Implicit", gcfg: defaultGorm, tracked: true,
-			run: func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-				return e.db.Connection(func(c *gorm.DB) error {
-					return implicitTx(func(*env) *gorm.DB { return c })(e, ins, write, inside, rollback)
-				})
-			}},
-		{name: "Connection/Transaction", gcfg: defaultGorm, tracked: false, nests: true,
-			run: func(e *env, ins *inspector, write func(*gorm.DB) error, inside func(), rollback bool) error {
-				return e.db.Connection(func(c *gorm.DB) error {
-					return explicitTx(func(*env) *gorm.DB { return c })(e, ins, write, inside, rollback)
-				})
-			}},
-	}
-}
-
-// modesNamed picks modes by name.
-func modesNamed(names ...string) []txMode {
-	var out []txMode
-	for _, m := range txModes() {
-		for _, n := range names {
-			if m.name == n {
-				out = append(out, m)
-			}
-		}
-	}
-	return out
-}
+// The commit modes themselves are in harness_test.go (commitModes).
 
 // forEachTxMode runs f per backend and mode, with an env whose table holds
 // one warm product (price 100, cached).
-func forEachTxMode(t *testing.T, modes []txMode, f func(t *testing.T, m txMode, e *env, ins *inspector, p Product)) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+func forEachTxMode(t *testing.T, modes []commitMode, f func(t *testing.T, m commitMode, e *env, ins *inspector, p Product)) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, m := range modes {
 			t.Run(m.name, func(t *testing.T) {
 				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				ins := installInspector(t, e.db)
 				p := Product{Name: "lamp", Price: 100}
 				require.NoError(t, e.db.Create(&p).Error)
-				warmProduct(t, e, p.ID)
+				warm[Product](t, e, p.ID)
 				f(t, m, e, ins, p)
 			})
 		}
@@ -182,8 +42,8 @@ func forEachTxMode(t *testing.T, modes []txMode, f func(t *testing.T, m txMode, 
 // through (or, for a transaction the plugin cannot see end, the fence
 // keeps readers on the database).
 func TestTxnNothingReachesRedisBeforeCommit(t *testing.T) {
-	forEachTxMode(t, txModes(), func(t *testing.T, m txMode, e *env, ins *inspector, p Product) {
-		key := rowKeyFor(t, e, &Product{ID: p.ID})
+	forEachTxMode(t, commitModes(), func(t *testing.T, m commitMode, e *env, ins *inspector, p Product) {
+		key := rowKeyOf(t, e, &Product{ID: p.ID})
 		old := peek(t, e, key)
 		require.True(t, strings.HasPrefix(old, "V"), "warm key holds %q", abbrev(old))
 
@@ -226,14 +86,14 @@ func TestTxnNothingReachesRedisBeforeCommit(t *testing.T) {
 // TestTxnRollbackPublishesNothing: after ROLLBACK the key holds no new
 // state, and the next read returns the committed one (and caches it).
 func TestTxnRollbackPublishesNothing(t *testing.T) {
-	var modes []txMode
-	for _, m := range txModes() {
+	var modes []commitMode
+	for _, m := range commitModes() {
 		if !m.autocommit {
 			modes = append(modes, m)
 		}
 	}
-	forEachTxMode(t, modes, func(t *testing.T, m txMode, e *env, ins *inspector, p Product) {
-		key := rowKeyFor(t, e, &Product{ID: p.ID})
+	forEachTxMode(t, modes, func(t *testing.T, m commitMode, e *env, ins *inspector, p Product) {
+		key := rowKeyOf(t, e, &Product{ID: p.ID})
 		old := peek(t, e, key)
 		err := m.run(e, ins, setPrice(p.ID, 200), func() {
 			requireNotNew(t, peek(t, e, key), old, "inside the transaction")
@@ -261,23 +121,23 @@ func TestTxnRollbackPublishesNothing(t *testing.T) {
 // and two) never reach Redis, though the outer transaction commits; rows of
 // kept savepoints do.
 func TestTxnSavepointRollbackNeverPublishes(t *testing.T) {
-	var modes []txMode
-	for _, m := range txModes() {
+	var modes []commitMode
+	for _, m := range commitModes() {
 		if m.nests {
 			modes = append(modes, m)
 		}
 	}
-	forEachTxMode(t, modes, func(t *testing.T, m txMode, e *env, ins *inspector, a Product) {
+	forEachTxMode(t, modes, func(t *testing.T, m commitMode, e *env, ins *inspector, a Product) {
 		ps := []Product{{Name: "b", Price: 100}, {Name: "c", Price: 100}, {Name: "d", Price: 100}}
 		require.NoError(t, e.db.Create(&ps).Error)
 		b, c, d := ps[0], ps[1], ps[2]
 		for _, p := range ps {
-			warmProduct(t, e, p.ID)
+			warm[Product](t, e, p.ID)
 		}
 		keys := map[string]string{}
 		olds := map[string]string{}
 		for name, id := range map[string]uint{"a": a.ID, "b": b.ID, "c": c.ID, "d": d.ID} {
-			keys[name] = rowKeyFor(t, e, &Product{ID: id})
+			keys[name] = rowKeyOf(t, e, &Product{ID: id})
 			olds[name] = peek(t, e, keys[name])
 		}
 
@@ -355,19 +215,19 @@ func TestTxnSavepointRollbackNeverPublishes(t *testing.T) {
 // TestTxnCreateAndDelete: inserts and deletes in a transaction publish their
 // row (or its absence) only at COMMIT, and nothing on ROLLBACK.
 func TestTxnCreateAndDelete(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, commit := range []bool{true, false} {
 			t.Run(fmt.Sprintf("commit=%v", commit), func(t *testing.T) {
 				e := newEnv(t, b, Config{}, &Product{})
 				victim := Product{Name: "victim", Price: 100}
 				require.NoError(t, e.db.Create(&victim).Error)
-				warmProduct(t, e, victim.ID)
-				vkey := rowKeyFor(t, e, &Product{ID: victim.ID})
+				warm[Product](t, e, victim.ID)
+				vkey := rowKeyOf(t, e, &Product{ID: victim.ID})
 				vold := peek(t, e, vkey)
 				// An id the insert will get, first read as absent and cached so.
 				next := victim.ID + 1
 				require.ErrorIs(t, e.db.First(&Product{}, next).Error, gorm.ErrRecordNotFound)
-				nkey := rowKeyFor(t, e, &Product{ID: next})
+				nkey := rowKeyOf(t, e, &Product{ID: next})
 				nold := peek(t, e, nkey)
 				require.True(t, strings.HasPrefix(nold, "N"), "absence cached, key holds %q", nold)
 
@@ -415,7 +275,7 @@ func TestTxnCreateAndDelete(t *testing.T) {
 // TestTxnDBHandle: db.DB() still returns the *sql.DB GORM was opened with,
 // with PrepareStmt too, and inside a transaction.
 func TestTxnDBHandle(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		for _, gc := range []struct {
 			name string
 			cfg  *gorm.Config
@@ -448,14 +308,14 @@ func TestTxnDBHandle(t *testing.T) {
 // own writes, including ones the plugin cannot see (raw SQL), and never fill
 // the cache with uncommitted state.
 func TestTxnReadsInsideTransactionUseTheDatabase(t *testing.T) {
-	forEachTxMode(t, modesNamed("Transaction", "BeginCommit", "PrepareStmt/Transaction", "SessionPrepareStmt/Transaction"), func(t *testing.T, m txMode, e *env, ins *inspector, a Product) {
+	forEachTxMode(t, modesNamed("Transaction", "BeginCommit", "PrepareStmt/Transaction", "SessionPrepareStmt/Transaction"), func(t *testing.T, m commitMode, e *env, ins *inspector, a Product) {
 		cold := Product{Name: "cold", Price: 100}
 		require.NoError(t, e.db.Create(&cold).Error)
-		ckey := rowKeyFor(t, e, &Product{ID: cold.ID})
+		ckey := rowKeyOf(t, e, &Product{ID: cold.ID})
 		require.NoError(t, e.rdb.Del(context.Background(), ckey).Err())
-		akey := rowKeyFor(t, e, &Product{ID: a.ID})
+		akey := rowKeyOf(t, e, &Product{ID: a.ID})
 		aold := peek(t, e, akey)
-		table := tableOf(t, e, &Product{})
+		table := e.stmtSchema(&Product{}).Table
 
 		err := m.run(e, ins, func(tx *gorm.DB) error {
 			read := func(id uint) int64 {
@@ -495,11 +355,11 @@ func TestTxnReadsInsideTransactionUseTheDatabase(t *testing.T) {
 // TestTxnLockingReadsUseTheDatabase: SELECT ... FOR UPDATE outside a
 // transaction is not served from the cache either.
 func TestTxnLockingReadsUseTheDatabase(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		p := Product{Name: "lamp", Price: 100}
 		require.NoError(t, e.db.Create(&p).Error)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		e.queries()
 		for _, lock := range []clause.Locking{{Strength: "UPDATE"}, {Strength: "SHARE"}} {
 			if lock.Strength == "SHARE" && b.dialect == "mysql" {
@@ -518,14 +378,14 @@ func TestTxnLockingReadsUseTheDatabase(t *testing.T) {
 // TestTxnIsolation: a REPEATABLE READ transaction keeps reading its snapshot
 // even after another writer committed and wrote a newer state through.
 func TestTxnIsolation(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		if b.dialect == "sqlite" {
 			t.Skip("SQLite transactions here take the write lock at BEGIN: a concurrent writer would wait")
 		}
 		e := newEnv(t, b, Config{}, &Product{})
 		p := Product{Name: "lamp", Price: 100}
 		require.NoError(t, e.db.Create(&p).Error)
-		warmProduct(t, e, p.ID)
+		warm[Product](t, e, p.ID)
 		tx := e.db.Begin(&sql.TxOptions{Isolation: sql.LevelRepeatableRead})
 		require.NoError(t, tx.Error)
 		defer tx.Rollback()
@@ -544,25 +404,17 @@ func TestTxnIsolation(t *testing.T) {
 	})
 }
 
-// Ticket is a row whose COMMIT the tests make fail.
-type Ticket struct {
-	ID       uint `gorm:"primaryKey"`
-	Code     string
-	ParentID *uint
-	Price    int64
-}
-
 // TestTxnFailedCommitPublishesNothing: when COMMIT itself fails (a deferred
 // constraint, a serialization failure) nothing the transaction fenced is
 // written through; the keys are dropped and reads return the committed state.
 func TestTxnFailedCommitPublishesNothing(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		var e *env
 		var violate func(tx *gorm.DB, a, b Ticket) error
 		switch b.dialect {
 		case "postgres":
 			e = newEnv(t, b, Config{}, &Ticket{})
-			table := tableOf(t, e, &Ticket{})
+			table := e.stmtSchema(&Ticket{}).Table
 			require.NoError(t, e.db.Exec(fmt.Sprintf(`ALTER TABLE %s ADD CONSTRAINT %s_code_uq UNIQUE (code) DEFERRABLE INITIALLY DEFERRED`, table, table)).Error)
 			violate = func(tx *gorm.DB, a, b Ticket) error {
 				return tx.Model(&Ticket{ID: a.ID}).Updates(map[string]any{"code": b.Code, "price": 200}).Error
@@ -577,7 +429,7 @@ func TestTxnFailedCommitPublishesNothing(t *testing.T) {
 				return db
 			}
 			e = newEnv(t, b, Config{})
-			table := tableOf(t, e, &Ticket{})
+			table := e.stmtSchema(&Ticket{}).Table
 			require.NoError(t, e.db.Exec(fmt.Sprintf(`CREATE TABLE %s_parents (id integer PRIMARY KEY)`, table)).Error)
 			require.NoError(t, e.db.Exec(fmt.Sprintf(`CREATE TABLE %s (id integer PRIMARY KEY AUTOINCREMENT, code text, parent_id integer REFERENCES %s_parents(id) DEFERRABLE INITIALLY DEFERRED, price integer)`, table, table)).Error)
 			t.Cleanup(func() {
@@ -594,7 +446,7 @@ func TestTxnFailedCommitPublishesNothing(t *testing.T) {
 		ta, tb := Ticket{Code: "a", Price: 100}, Ticket{Code: "b", Price: 100}
 		require.NoError(t, e.db.Create(&ta).Error)
 		require.NoError(t, e.db.Create(&tb).Error)
-		key := rowKeyFor(t, e, &Ticket{ID: ta.ID})
+		key := rowKeyOf(t, e, &Ticket{ID: ta.ID})
 		var got Ticket
 		require.NoError(t, e.db.First(&got, ta.ID).Error)
 		old := peek(t, e, key)
@@ -624,16 +476,16 @@ func TestTxnFailedCommitPublishesNothing(t *testing.T) {
 // TestTxnSerializationFailureAtCommit: Postgres SERIALIZABLE write skew, the
 // second COMMIT fails; its write never reaches Redis.
 func TestTxnSerializationFailureAtCommit(t *testing.T) {
-	forEachBackendT(t, func(t *testing.T, b backend) {
+	forEachBackend(t, func(t *testing.T, b backend) {
 		if b.dialect != "postgres" {
 			t.Skip("needs Postgres serializable snapshot isolation")
 		}
 		e := newEnv(t, b, Config{}, &Ticket{})
-		table := tableOf(t, e, &Ticket{})
+		table := e.stmtSchema(&Ticket{}).Table
 		ta, tb := Ticket{Code: "a", Price: 100}, Ticket{Code: "b", Price: 100}
 		require.NoError(t, e.db.Create(&ta).Error)
 		require.NoError(t, e.db.Create(&tb).Error)
-		keyB := rowKeyFor(t, e, &Ticket{ID: tb.ID})
+		keyB := rowKeyOf(t, e, &Ticket{ID: tb.ID})
 		var got Ticket
 		require.NoError(t, e.db.First(&got, tb.ID).Error)
 		oldB := peek(t, e, keyB)

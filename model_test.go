@@ -3,11 +3,9 @@ package writethrough
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"math"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,103 +17,32 @@ import (
 // P6: a row served from the cache is the row the database read gives, field
 // by field. The claim is cache == database, not cache == what the caller
 // wrote: the database may drop precision or the zone, and the cache must
-// drop them the same way.
+// drop them the same way. Also: models the cache leaves alone.
 
-// FidelityAddress is embedded with a column prefix.
-type FidelityAddress struct {
-	Street string
-	Zip    *string
-}
+func TestModelWithoutPrimaryKeyIsNotCached(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &AuditLog{})
+		plain := e.plainDB()
+		table := e.stmtSchema(&AuditLog{}).Table
 
-// Money is a custom column type: stored as "<cents> <currency>" text.
-type Money struct {
-	Cents    int64
-	Currency string
-}
+		require.NoError(t, e.db.Create(&[]AuditLog{{Event: "a", Level: 1}, {Event: "b", Level: 2}}).Error)
+		require.NoError(t, e.db.Model(&AuditLog{}).Where("event = ?", "a").Update("level", 5).Error)
+		require.NoError(t, e.db.Where("event = ?", "b").Delete(&AuditLog{}).Error)
+		var got, want []AuditLog
+		e.queries()
+		require.NoError(t, e.db.Find(&got).Error)
+		require.Equal(t, int64(1), e.queries())
+		require.NoError(t, plain.Table(table).Find(&want).Error)
+		require.Equal(t, want, got)
+		require.Equal(t, []AuditLog{{Event: "a", Level: 5}}, got)
+		var first AuditLog
+		require.NoError(t, e.db.First(&first).Error)
+		require.Equal(t, "a", first.Event)
 
-// Value implements driver.Valuer.
-func (m Money) Value() (driver.Value, error) {
-	return strconv.FormatInt(m.Cents, 10) + " " + m.Currency, nil
-}
-
-// Scan implements sql.Scanner, from text as the drivers return it.
-func (m *Money) Scan(v any) error {
-	var s string
-	switch x := v.(type) {
-	case string:
-		s = x
-	case []byte:
-		s = string(x)
-	case nil:
-		*m = Money{}
-		return nil
-	default:
-		return fmt.Errorf("Money: cannot scan a %T", v)
-	}
-	cents, cur, ok := strings.Cut(s, " ")
-	if !ok {
-		return fmt.Errorf("Money: bad value %q", s)
-	}
-	n, err := strconv.ParseInt(cents, 10, 64)
-	if err != nil {
-		return fmt.Errorf("Money: %w", err)
-	}
-	*m = Money{Cents: n, Currency: cur}
-	return nil
-}
-
-// Fidelity has a field of every kind a model commonly has.
-type Fidelity struct {
-	ID uint `gorm:"primaryKey"`
-
-	I8  int8
-	I16 int16
-	I32 int32
-	I64 int64
-	I   int
-	U8  uint8
-	U16 uint16
-	U32 uint32
-	U64 uint64
-	U   uint
-	F32 float32
-	F64 float64
-	Yes bool
-	No  bool
-
-	Text      string
-	EmptyText string
-	Blob      []byte
-	EmptyBlob []byte
-	NilBlob   []byte
-
-	At      time.Time  `gorm:"precision:6"`
-	AtMilli time.Time  // the dialect's default precision (MySQL: datetime(3))
-	AtPtr   *time.Time `gorm:"precision:6"`
-	AtNil   *time.Time `gorm:"precision:6"`
-	IntPtr  *int64
-	StrNil  *string
-
-	NStr   sql.NullString
-	NInt   sql.NullInt64
-	NTime  sql.NullTime `gorm:"precision:6"`
-	NBool  sql.NullBool
-	NFloat sql.NullFloat64
-
-	Attrs map[string]any `gorm:"serializer:json"`
-	Tags  []string       `gorm:"serializer:json"`
-	Empty []string       `gorm:"serializer:json"`
-
-	Addr  FidelityAddress  `gorm:"embedded;embeddedPrefix:addr_"`
-	Meta  *FidelityAddress `gorm:"embedded;embeddedPrefix:meta_"`
-	Price Money
-	Fee   *Money
-
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
-	UpdatedNano int64 `gorm:"autoUpdateTime:nano"`
-	Stock       int   `gorm:"default:7"`
-	DeletedAt   gorm.DeletedAt
+		require.Empty(t, keysUnder(t, e.rdb, e.prefix), "nothing of a model without a key is written to Redis")
+		st := e.plugin.Stats()
+		require.Zero(t, st.Hits+st.Misses+st.Fills+st.WritesThrough+st.Invalidations+st.RedisErrors+st.DecodeErrors, "%+v", st)
+	})
 }
 
 // fidelityRows returns a row with every field set to an edge value, and one
@@ -164,16 +91,6 @@ func fidelityRows(t testing.TB, dialect string) (full, empty Fidelity) {
 	return full, empty
 }
 
-// rowKeyOf returns the cache key of a row.
-func rowKeyOf(t testing.TB, e *env, row any) rowKey {
-	mi, err := e.plugin.modelOf(row)
-	require.NoError(t, err)
-	require.True(t, mi.cached, "model %T is not cached: %s", row, mi.reason)
-	k, ok := mi.keyOf(context.Background(), e.plugin, reflect.ValueOf(row))
-	require.True(t, ok, "row has no key")
-	return k
-}
-
 func TestFidelityCacheEqualsDatabase(t *testing.T) {
 	for _, c := range codecs {
 		t.Run(c.Name(), func(t *testing.T) {
@@ -186,8 +103,8 @@ func TestFidelityCacheEqualsDatabase(t *testing.T) {
 
 func testFidelity(t *testing.T, b backend, c Codec) {
 	e := newEnv(t, b, Config{Codec: c}, &Fidelity{})
-	plain := e.plain()
-	table := tableOf(t, e, &Fidelity{})
+	plain := e.plainDB()
+	table := e.stmtSchema(&Fidelity{}).Table
 	ctx := context.Background()
 
 	// fromDB reads the row as a database read gives it.
@@ -207,7 +124,7 @@ func testFidelity(t *testing.T, b backend, c Codec) {
 	// fill drops the row's entry, reads it cold (the read fills), and
 	// returns what that database read gave.
 	fill := func(row Fidelity, when string) Fidelity {
-		require.NoError(t, e.rdb.Del(ctx, rowKeyOf(t, e, &row).row).Err())
+		require.NoError(t, e.rdb.Del(ctx, rowKeyOf(t, e, &row)).Err())
 		fills := e.plugin.Stats().Fills
 		e.queries()
 		var cold Fidelity
@@ -377,4 +294,26 @@ func TestDiffValuesSeesWhatCallersSee(t *testing.T) {
 		mutate(&other)
 		require.NotEmpty(t, diffValues("", reflect.ValueOf(base), reflect.ValueOf(other)), name)
 	}
+}
+
+func TestSerializerFieldsAreServedFromTheCache(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &SerializedDoc{})
+		doc := SerializedDoc{
+			Attrs: map[string]any{"n": 1.5, "list": []any{"a", nil, true}},
+			Tags:  []string{"x", "中"},
+			Blob:  map[string]int{"k": 3},
+		}
+		require.NoError(t, e.db.Create(&doc).Error)
+		e.queries()
+
+		var got SerializedDoc
+		require.NoError(t, e.db.First(&got, doc.ID).Error)
+		require.Zero(t, e.queries(), "a row with serializer fields must be served from the cache")
+		require.Zero(t, e.plugin.Stats().DecodeErrors)
+		require.Equal(t, doc.Attrs, got.Attrs)
+		require.Equal(t, doc.Tags, got.Tags)
+		require.Nil(t, got.NilTags)
+		require.Equal(t, doc.Blob, got.Blob)
+	})
 }

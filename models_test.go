@@ -1,0 +1,506 @@
+package writethrough
+
+import (
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/schema"
+)
+
+// Every model the tests migrate or parse, under one naming scheme: an
+// exported noun that says what the model is or has. Table names derive from
+// these names (behind the harness's per-test prefix), so a test that spells
+// a table spells it from the model; the key layout tests do not depend on
+// any model name.
+
+// Everyday models.
+
+// Product is the tests' everyday model: an integer key the database
+// assigns, a database default, and soft delete (gorm.DeletedAt embedded).
+type Product struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Price int64
+	Stock int `gorm:"default:7"`
+	gorm.DeletedAt
+}
+
+// Plain is a model without soft delete.
+type Plain struct {
+	ID   uint
+	Name string
+}
+
+// SKU has a string primary key. MySQL/MariaDB compare it without regard
+// to case (and trailing spaces) under their default collations.
+type SKU struct {
+	Code string `gorm:"primaryKey;size:32"`
+	Name string
+}
+
+// Coded has a string primary key.
+type Coded struct {
+	Code string `gorm:"primaryKey"`
+	Name string
+}
+
+// Pair has a composite primary key.
+type Pair struct {
+	A int `gorm:"primaryKey;autoIncrement:false"`
+	B int `gorm:"primaryKey;autoIncrement:false"`
+	V string
+}
+
+// Ticket is a row whose COMMIT the tests make fail.
+type Ticket struct {
+	ID       uint `gorm:"primaryKey"`
+	Code     string
+	ParentID *uint
+	Price    int64
+}
+
+// AuditLog has no primary key.
+type AuditLog struct {
+	Event string
+	Level int
+}
+
+// NoteRow has a field the cache does not store (gorm:"-").
+type NoteRow struct {
+	ID   uint `gorm:"primaryKey"`
+	Name string
+	Note string `gorm:"-"`
+}
+
+// EmbeddedKey has its primary key in an embedded pointer struct.
+type EmbeddedKey struct {
+	*EmbeddedID
+	Name string
+}
+
+// EmbeddedID holds EmbeddedKey's primary key.
+type EmbeddedID struct {
+	ID uint `gorm:"primaryKey"`
+}
+
+// Models that choose their TTL (CacheTTLer).
+
+// ShortLived chooses its own TTL.
+type ShortLived struct {
+	ID   uint
+	Name string
+}
+
+func (ShortLived) CacheTTL() time.Duration { return 10 * time.Minute }
+
+// DefaultLived implements CacheTTLer but keeps Config.TTL.
+type DefaultLived struct {
+	ID   uint
+	Name string
+}
+
+func (*DefaultLived) CacheTTL() time.Duration { return 0 }
+
+// Uncached opts out, with a pointer receiver.
+type Uncached struct {
+	ID   uint
+	Name string
+}
+
+func (*Uncached) CacheTTL() time.Duration { return NoCache }
+
+// The read fixture's models (newReadFixture).
+
+// Article is the read tests' product. Its DeletedAt is a named field:
+// an embedded gorm.DeletedAt would make *Article a driver.Valuer, and
+// GORM would then refuse Where(&Article{...}) as "unsupported data".
+type Article struct {
+	ID        uint `gorm:"primaryKey"`
+	Name      string
+	Price     int64
+	Stock     int `gorm:"default:7"`
+	DeletedAt gorm.DeletedAt
+}
+
+// Edition has a composite primary key: an integer and a string.
+type Edition struct {
+	BookID uint   `gorm:"primaryKey;autoIncrement:false"`
+	Lang   string `gorm:"primaryKey;size:16"`
+	Title  string
+}
+
+// Account has a string primary key.
+type Account struct {
+	Code  string `gorm:"primaryKey;size:32"`
+	Owner string
+}
+
+// Gizmo counts its AfterFind calls, so a test sees hooks run on hits.
+type Gizmo struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Found int `gorm:"-"`
+}
+
+// AfterFind counts the call.
+func (g *Gizmo) AfterFind(*gorm.DB) error {
+	g.Found++
+	return nil
+}
+
+// Author has many Books; a Book belongs to an Author.
+type Author struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Books []Book `gorm:"foreignKey:AuthorID"`
+}
+
+// Book belongs to an Author.
+type Book struct {
+	ID       uint `gorm:"primaryKey"`
+	AuthorID uint
+	Title    string
+	Author   *Author
+}
+
+// ArticleName is another struct over the articles table.
+type ArticleName struct {
+	ID   uint
+	Name string
+}
+
+// The write-shape tests' models.
+
+// Item is the model of the write-shape tests: a database default, an
+// updated_at, and an indexed soft delete.
+type Item struct {
+	ID        uint `gorm:"primaryKey"`
+	Name      string
+	Stock     int
+	Price     int64
+	Note      string `gorm:"default:fresh"`
+	Flag      bool
+	UpdatedAt time.Time
+	DeletedAt gorm.DeletedAt `gorm:"index"`
+}
+
+// Upsertable has a unique column besides its key, for upserts that
+// conflict on it.
+type Upsertable struct {
+	ID    uint   `gorm:"primaryKey"`
+	Code  string `gorm:"uniqueIndex;size:64"`
+	Name  string
+	Count int
+}
+
+// Hooked changes its own fields in hooks.
+type Hooked struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Audit string
+	Saves int
+}
+
+func (h *Hooked) BeforeSave(tx *gorm.DB) error {
+	h.Name = strings.ToUpper(h.Name)
+	h.Saves++
+	return nil
+}
+
+func (h *Hooked) BeforeUpdate(tx *gorm.DB) error {
+	// SetColumn changes the statement's assignments, not only the struct.
+	tx.Statement.SetColumn("audit", "updated:"+strings.ToLower(h.Name))
+	return nil
+}
+
+// Fussy fails its AfterUpdate hook for one name, after the UPDATE ran.
+type Fussy struct {
+	ID   uint `gorm:"primaryKey"`
+	Name string
+}
+
+var errFussy = errors.New("after-update hook refused")
+
+func (f *Fussy) AfterUpdate(tx *gorm.DB) error {
+	if f.Name == "refused" {
+		return errFussy
+	}
+	return nil
+}
+
+func (f *Fussy) AfterCreate(tx *gorm.DB) error {
+	if f.Name == "refused" {
+		return errFussy
+	}
+	return nil
+}
+
+// Computed has columns the database fills: a default, a sequence, a trigger
+// that rewrites the row on insert and update, a generated column and a
+// timestamp default. GORM writes only Name and Price.
+type Computed struct {
+	ID        uint `gorm:"primaryKey"`
+	Name      string
+	Price     int64
+	Code      string    `gorm:"default:(-)"`
+	Seq       int64     `gorm:"->"`
+	UpperName string    `gorm:"->"`
+	Doubled   int64     `gorm:"->"`
+	Touched   int       `gorm:"->"`
+	MadeAt    time.Time `gorm:"->"`
+}
+
+// schemaItemTable is the schema-qualified table SchemaItem lives in; the test
+// sets it before GORM parses the model.
+var schemaItemTable string
+
+// SchemaItem lives in a schema-qualified table (schemaItemTable).
+type SchemaItem struct {
+	ID   uint `gorm:"primaryKey"`
+	Name string
+}
+
+func (SchemaItem) TableName() string { return schemaItemTable }
+
+// Company is what a User belongs to.
+type Company struct {
+	ID   uint `gorm:"primaryKey"`
+	Name string
+}
+
+// Profile is a User's has-one.
+type Profile struct {
+	ID     uint `gorm:"primaryKey"`
+	UserID *uint
+	Bio    string
+}
+
+// Order is a User's has-many.
+type Order struct {
+	ID     uint `gorm:"primaryKey"`
+	UserID *uint
+	Total  int
+}
+
+// Tag is a User's many2many, through UserTag.
+type Tag struct {
+	ID    uint `gorm:"primaryKey"`
+	Label string
+}
+
+// UserTag is the join table of User.Tags, as a model of its own so its
+// rows are cached (and checked) like any other.
+type UserTag struct {
+	UserID    uint `gorm:"primaryKey;autoIncrement:false"`
+	TagID     uint `gorm:"primaryKey;autoIncrement:false"`
+	CreatedAt time.Time
+}
+
+// User has every kind of association: belongs-to (Company), has-one
+// (Profile), has-many (Orders) and many2many (Tags).
+type User struct {
+	ID          uint `gorm:"primaryKey"`
+	Name        string
+	CompanyID   *uint
+	Company     *Company `gorm:"foreignKey:CompanyID"`
+	Profile     *Profile `gorm:"foreignKey:UserID"`
+	Orders      []Order  `gorm:"foreignKey:UserID"`
+	Tags        []Tag    `gorm:"many2many:user_tags"`
+	Preferences string
+}
+
+// Models of the value-fidelity tests: every kind of field a model commonly has.
+
+// Fidelity has a field of every kind a model commonly has.
+type Fidelity struct {
+	ID uint `gorm:"primaryKey"`
+
+	I8  int8
+	I16 int16
+	I32 int32
+	I64 int64
+	I   int
+	U8  uint8
+	U16 uint16
+	U32 uint32
+	U64 uint64
+	U   uint
+	F32 float32
+	F64 float64
+	Yes bool
+	No  bool
+
+	Text      string
+	EmptyText string
+	Blob      []byte
+	EmptyBlob []byte
+	NilBlob   []byte
+
+	At      time.Time  `gorm:"precision:6"`
+	AtMilli time.Time  // the dialect's default precision (MySQL: datetime(3))
+	AtPtr   *time.Time `gorm:"precision:6"`
+	AtNil   *time.Time `gorm:"precision:6"`
+	IntPtr  *int64
+	StrNil  *string
+
+	NStr   sql.NullString
+	NInt   sql.NullInt64
+	NTime  sql.NullTime `gorm:"precision:6"`
+	NBool  sql.NullBool
+	NFloat sql.NullFloat64
+
+	Attrs map[string]any `gorm:"serializer:json"`
+	Tags  []string       `gorm:"serializer:json"`
+	Empty []string       `gorm:"serializer:json"`
+
+	Addr  FidelityAddress  `gorm:"embedded;embeddedPrefix:addr_"`
+	Meta  *FidelityAddress `gorm:"embedded;embeddedPrefix:meta_"`
+	Price Money
+	Fee   *Money
+
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	UpdatedNano int64 `gorm:"autoUpdateTime:nano"`
+	Stock       int   `gorm:"default:7"`
+	DeletedAt   gorm.DeletedAt
+}
+
+// FidelityAddress is embedded with a column prefix.
+type FidelityAddress struct {
+	Street string
+	Zip    *string
+}
+
+// Money is a custom column type: stored as "<cents> <currency>" text.
+type Money struct {
+	Cents    int64
+	Currency string
+}
+
+// Value implements driver.Valuer.
+func (m Money) Value() (driver.Value, error) {
+	return strconv.FormatInt(m.Cents, 10) + " " + m.Currency, nil
+}
+
+// Scan implements sql.Scanner, from text as the drivers return it.
+func (m *Money) Scan(v any) error {
+	var s string
+	switch x := v.(type) {
+	case string:
+		s = x
+	case []byte:
+		s = string(x)
+	case nil:
+		*m = Money{}
+		return nil
+	default:
+		return fmt.Errorf("Money: cannot scan a %T", v)
+	}
+	cents, cur, ok := strings.Cut(s, " ")
+	if !ok {
+		return fmt.Errorf("Money: bad value %q", s)
+	}
+	n, err := strconv.ParseInt(cents, 10, 64)
+	if err != nil {
+		return fmt.Errorf("Money: %w", err)
+	}
+	*m = Money{Cents: n, Currency: cur}
+	return nil
+}
+
+// SerializedDoc has fields with GORM's json and gob serializers.
+type SerializedDoc struct {
+	ID      uint
+	Attrs   map[string]any `gorm:"serializer:json"`
+	Tags    []string       `gorm:"serializer:json"`
+	NilTags []string       `gorm:"serializer:json"`
+	Blob    map[string]int `gorm:"serializer:gob;type:bytes"`
+}
+
+// Every Go type a primary key can have (parsed, never migrated).
+
+// KeyPartKinds has a primary-key-capable field of every kind keyPart knows.
+type KeyPartKinds struct {
+	I    int
+	I8   int8
+	I16  int16
+	I32  int32
+	I64  int64
+	U    uint
+	U8   uint8
+	U16  uint16
+	U32  uint32
+	U64  uint64
+	S    string
+	B    []byte
+	PI   *int64
+	UUID testUUID
+	MyI  myInt
+	F    float64
+}
+
+// Two layouts of one table, and the naming strategy that maps both to it.
+
+// GadgetV1 and GadgetV2 are two layouts of one table, as an old and a new
+// binary have them during a rolling deploy: the new one dropped price and
+// added stock. Both encode to the same shapes, so only the layout
+// fingerprint tells their entries apart.
+type GadgetV1 struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Price int64
+}
+
+// GadgetV2 is the new binary's layout of GadgetV1's table.
+type GadgetV2 struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Stock int64 `gorm:"default:5"`
+}
+
+// gadgetNamer maps both layouts to one table.
+type gadgetNamer struct{ schema.NamingStrategy }
+
+func (n gadgetNamer) TableName(s string) string {
+	if strings.HasPrefix(s, "Gadget") {
+		s = "Gadget"
+	}
+	return n.NamingStrategy.TableName(s)
+}
+
+// The standalone suites' tables.
+
+// HistRow is the checker's table. Payload names the operation that wrote
+// the row, so every value read can be traced to exactly one write.
+type HistRow struct {
+	ID        int64 `gorm:"primaryKey;autoIncrement:false"`
+	Version   int64
+	Payload   string `gorm:"size:64"`
+	UpdatedAt time.Time
+}
+
+// BenchRow is a realistic row: 15 columns, strings, times, a nullable time,
+// a float, a bool and a soft-delete column.
+type BenchRow struct {
+	ID          uint   `gorm:"primaryKey"`
+	SKU         string `gorm:"size:64"`
+	Name        string `gorm:"size:200"`
+	Description string `gorm:"size:2000"`
+	PriceCents  int64
+	Currency    string `gorm:"size:3"`
+	Stock       int
+	WeightKg    float64
+	Active      bool
+	Tags        string `gorm:"size:200"`
+	OwnerID     int64
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	PublishedAt *time.Time
+	DeletedAt   gorm.DeletedAt
+}
