@@ -39,6 +39,11 @@ func snapServer(ctx context.Context, rdb *redis.Client) (serverSnap, error) {
 	if err != nil {
 		return serverSnap{}, fmt.Errorf("INFO: %w", err)
 	}
+	return parseServerInfo(info)
+}
+
+// parseServerInfo reads the commandstats and cpu sections of an INFO reply.
+func parseServerInfo(info string) (serverSnap, error) {
 	s := serverSnap{cmds: map[string]cmdStat{}}
 	for _, line := range strings.Split(info, "\n") {
 		line = strings.TrimSpace(line)
@@ -111,6 +116,19 @@ type cmdLine struct {
 	serverCalls, clientCall uint64
 	usec                    uint64  // server time of all its calls
 	ownUsec                 float64 // the share of usec spent on calls the client sent
+}
+
+// newCmdLine is a command's share of a phase: the server ran it calls
+// times for usec in all, and this client sent clientCalls of them. Calls
+// beyond those ran inside a script (or came from another client of a shared
+// server), so their time is not this client's top-level time: a script's
+// time already includes its inner commands'.
+func newCmdLine(name string, calls, usec, clientCalls uint64) cmdLine {
+	l := cmdLine{name: name, serverCalls: calls, usec: usec, clientCall: clientCalls}
+	if calls > 0 {
+		l.ownUsec = float64(usec) * min(1, float64(clientCalls)/float64(calls))
+	}
+	return l
 }
 
 // phaseResult is one capacity phase.
@@ -187,12 +205,7 @@ func measurePhase(ctx context.Context, rdb *redis.Client, counter *cmdCounter, n
 		if a.calls == b.calls || ignoredCommands[cmd] {
 			continue
 		}
-		l := cmdLine{name: cmd, serverCalls: a.calls - b.calls, usec: a.usec - b.usec, clientCall: clientAfter[cmd] - clientBefore[cmd]}
-		// Calls the server saw beyond those this client sent ran inside a
-		// script (or came from another client of a shared server): their
-		// time is not this client's top-level time.
-		l.ownUsec = float64(l.usec) * min(1, float64(l.clientCall)/float64(l.serverCalls))
-		p.cmds = append(p.cmds, l)
+		p.cmds = append(p.cmds, newCmdLine(cmd, a.calls-b.calls, a.usec-b.usec, clientAfter[cmd]-clientBefore[cmd]))
 	}
 	slices.SortFunc(p.cmds, func(x, y cmdLine) int { return strings.Compare(x.name, y.name) })
 	return p, nil
