@@ -69,9 +69,12 @@ type Plugin struct {
 	// hooks lets tests pause the protocol at exact points; nil in production.
 	hooks *testHooks
 
-	// ctxDeadlines is true when the client itself ends a call at its
-	// context's deadline (see withTimeout).
-	ctxDeadlines bool
+	// read and write are how the plugin's Redis calls are bounded by
+	// ReadTimeout and WriteTimeout (see newBounded).
+	read, write bounded
+	// crossSlot: the client is one server, which MGETs keys of any slot
+	// together (see snapshot).
+	crossSlot bool
 	// leaseMSArg is Config.LeaseTTL in milliseconds as a read-script
 	// argument, formatted and boxed once.
 	leaseMSArg any
@@ -80,25 +83,59 @@ type Plugin struct {
 // New returns a plugin that caches through client. The config is validated
 // when the plugin is installed (db.Use returns the error).
 func New(client redis.UniversalClient, cfg Config) *Plugin {
-	p := &Plugin{rdb: client, cfg: cfg.withDefaults(), ctxDeadlines: honorsDeadlines(client)}
+	p := &Plugin{rdb: client, cfg: cfg.withDefaults()}
+	_, p.crossSlot = client.(*redis.Client)
+	p.read = newBounded(client, p.cfg.ReadTimeout)
+	p.write = newBounded(client, p.cfg.WriteTimeout)
+	if p.cfg.ReadTimeout == p.cfg.WriteTimeout {
+		p.write = p.read // one clone, not two, when the bounds agree
+	}
 	p.leaseMSArg = strconvMS(p.cfg.LeaseTTL)
 	p.token = randomToken()
 	p.dirty.init()
 	return p
 }
 
-// honorsDeadlines reports whether a go-redis client ends calls at their
-// context's deadline (Options.ContextTimeoutEnabled).
-func honorsDeadlines(c redis.UniversalClient) bool {
-	switch x := c.(type) {
-	case *redis.Client:
-		return x.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return x.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return x.Options().ContextTimeoutEnabled
+// bounded is a client whose calls end within a time limit, and how it
+// does so, chosen once per limit by newBounded:
+//
+//   - a *redis.Client (also what NewFailoverClient returns) is cloned with
+//     (*redis.Client).WithTimeout: the clone shares the client's connection
+//     pool and sets every socket read and write deadline to the limit
+//     itself, so a call needs no goroutine, and on the hit path no timer;
+//   - any other client (*redis.ClusterClient, *redis.Ring, a wrapper) that
+//     sets ContextTimeoutEnabled ends calls at their context's deadline;
+//   - any other client runs each bounded call aside, in a goroutine the
+//     caller stops waiting for at the deadline (see withTimeout).
+type bounded struct {
+	rdb redis.UniversalClient // where the calls go
+	d   time.Duration         // the limit; none when <= 0
+	// socket: rdb's own socket deadlines are d (a WithTimeout clone).
+	socket bool
+	// ctxDeadlines: rdb ends a call at its context's deadline.
+	ctxDeadlines bool
+}
+
+// newBounded returns how calls on client are bounded by d.
+//
+// The clone of a *redis.Client keeps the hooks the client had when New
+// was called; hooks added to the client later do not see the plugin's
+// calls (the README says to add them first).
+func newBounded(client redis.UniversalClient, d time.Duration) bounded {
+	b := bounded{rdb: client, d: d}
+	if d <= 0 {
+		return b
 	}
-	return false
+	switch c := client.(type) {
+	case *redis.Client:
+		b.rdb, b.socket = c.WithTimeout(d), true
+		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
+	}
+	return b
 }
 
 // Name implements gorm.Plugin.
