@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -217,6 +218,77 @@ func BenchmarkFirst(b *testing.B) {
 				}
 			}
 		})
+	})
+}
+
+// BenchmarkHitVsRawGet alternates a cached First and a raw GET + decode
+// of the same entry (rawGet) op by op, so that both see the same load on
+// a shared machine, and reports each one's median and their ratio
+// (hit/get). ns/op is the pair's.
+func BenchmarkHitVsRawGet(b *testing.B) {
+	forEachBenchBackend(b, func(b *testing.B, be backend) {
+		env := newBenchEnv(b, be, 100)
+		ids := env.ids
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = env.mi.key(env.p.cfg.Prefix, env.p.cfg.TableShards, []string{strconv.FormatUint(uint64(id), 10)}).row
+		}
+		ctx := context.Background()
+		var hit, get []time.Duration
+		before := env.p.Stats()
+		i := 0
+		for ; b.Loop(); i++ {
+			var r, q BenchRow
+			t0 := time.Now()
+			if err := env.plugin.First(&r, ids[i%len(ids)]).Error; err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if err := rawGet(ctx, env.rdb, keys[i%len(keys)], len(env.mi.fields), &q); err != nil {
+				b.Fatal(err)
+			}
+			t2 := time.Now()
+			hit, get = append(hit, t1.Sub(t0)), append(get, t2.Sub(t1))
+		}
+		expectHits(b, env.p, before, i)
+		median := func(d []time.Duration) float64 {
+			slices.Sort(d)
+			return float64(d[len(d)/2]) / float64(time.Microsecond)
+		}
+		h, g := median(hit), median(get)
+		b.ReportMetric(h, "hit-µs")
+		b.ReportMetric(g, "get-µs")
+		b.ReportMetric(h/g, "hit/get")
+	})
+}
+
+// BenchmarkMiss measures a First that misses: each op first deletes the
+// row's key (a raw DEL, in the timing) so that the read takes the lease,
+// queries the database and fills.
+func BenchmarkMiss(b *testing.B) {
+	forEachBenchBackend(b, func(b *testing.B, be backend) {
+		env := newBenchEnv(b, be, 100)
+		ids := env.ids
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = env.mi.key(env.p.cfg.Prefix, env.p.cfg.TableShards, []string{strconv.FormatUint(uint64(id), 10)}).row
+		}
+		ctx := context.Background()
+		b.ReportAllocs()
+		before := env.p.Stats()
+		i := 0
+		for ; b.Loop(); i++ {
+			if err := env.rdb.Del(ctx, keys[i%len(keys)]).Err(); err != nil {
+				b.Fatal(err)
+			}
+			var r BenchRow
+			if err := env.plugin.First(&r, ids[i%len(ids)]).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+		if got := env.p.Stats().Misses - before.Misses; got != uint64(i) {
+			b.Fatalf("%d of %d reads missed", got, i)
+		}
 	})
 }
 

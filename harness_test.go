@@ -743,20 +743,20 @@ func countRedis(on ...any) *redisCounter {
 	return c
 }
 
-// addHook adds h to a client, or to the clients a plugin calls Redis
-// through: its WithTimeout clones keep the hooks the client had when the
-// plugin was made, so a hook added to the client afterwards (as tests do)
-// must be added to them as well.
+// addHook adds h to a client, or to the clients a plugin's calls are
+// carried out by: a hook added to the client after New (as tests do) sits
+// inside the plugin's cloneRouter and does not see its calls, so it is
+// added to the plugin's WithTimeout clones as well.
 func addHook(on any, h redis.Hook) {
 	switch x := on.(type) {
 	case redis.UniversalClient:
 		x.AddHook(h)
 	case *Plugin:
-		seen := map[redis.UniversalClient]bool{x.rdb: true}
+		seen := map[*redis.Client]bool{}
 		for _, b := range []bounded{x.read, x.write} {
-			if !seen[b.rdb] {
-				seen[b.rdb] = true
-				b.rdb.AddHook(h)
+			if b.clone != nil && !seen[b.clone] {
+				seen[b.clone] = true
+				b.clone.AddHook(h)
 			}
 		}
 	default:

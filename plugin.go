@@ -15,6 +15,7 @@
 package writethrough
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -90,6 +91,9 @@ func New(client redis.UniversalClient, cfg Config) *Plugin {
 	if p.cfg.ReadTimeout == p.cfg.WriteTimeout {
 		p.write = p.read // one clone, not two, when the bounds agree
 	}
+	if c, ok := client.(*redis.Client); ok && (p.read.clone != nil || p.write.clone != nil) {
+		c.AddHook(cloneRouter{})
+	}
 	p.leaseMSArg = strconvMS(p.cfg.LeaseTTL)
 	p.token = randomToken()
 	p.dirty.init()
@@ -110,17 +114,16 @@ func New(client redis.UniversalClient, cfg Config) *Plugin {
 type bounded struct {
 	rdb redis.UniversalClient // where the calls go
 	d   time.Duration         // the limit; none when <= 0
-	// socket: rdb's own socket deadlines are d (a WithTimeout clone).
+	// clone, when set, is rdb's WithTimeout clone: calls sent on rdb with
+	// a context from route are carried out by it (see cloneRouter).
+	clone *redis.Client
+	// socket: the calls' socket deadlines are d (they go through clone).
 	socket bool
 	// ctxDeadlines: rdb ends a call at its context's deadline.
 	ctxDeadlines bool
 }
 
 // newBounded returns how calls on client are bounded by d.
-//
-// The clone of a *redis.Client keeps the hooks the client had when New
-// was called; hooks added to the client later do not see the plugin's
-// calls (the README says to add them first).
 func newBounded(client redis.UniversalClient, d time.Duration) bounded {
 	b := bounded{rdb: client, d: d}
 	if d <= 0 {
@@ -128,7 +131,7 @@ func newBounded(client redis.UniversalClient, d time.Duration) bounded {
 	}
 	switch c := client.(type) {
 	case *redis.Client:
-		b.rdb, b.socket = c.WithTimeout(d), true
+		b.clone, b.socket = c.WithTimeout(d), true
 		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
 	case *redis.ClusterClient:
 		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
@@ -136,6 +139,57 @@ func newBounded(client redis.UniversalClient, d time.Duration) bounded {
 		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
 	}
 	return b
+}
+
+// route returns the context a call on b.rdb is sent with: one that hands
+// it to b's clone, if b has one.
+func (b *bounded) route(ctx context.Context) context.Context {
+	if b.clone == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, routeKey{}, b.clone)
+}
+
+// routeKey is the context key of the clone a call is handed to.
+type routeKey struct{}
+
+// cloneRouter is the hook New adds to a *redis.Client. A WithTimeout clone
+// carries none of the client's hooks, so the plugin sends its calls on the
+// client itself, with a context naming the clone (bounded.route): the hooks
+// added to the client before New run (tracing and metrics see the plugin's
+// calls), and this one, innermost of them, hands the call to the clone,
+// whose socket deadlines bound it. Hooks added to the client after New are
+// inside this one and do not see the plugin's calls. Every other call goes
+// on as it would without the plugin.
+type cloneRouter struct{}
+
+// DialHook implements redis.Hook.
+func (cloneRouter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessHook implements redis.Hook.
+func (cloneRouter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if c, ok := ctx.Value(routeKey{}).(*redis.Client); ok {
+			return c.Process(ctx, cmd)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// ProcessPipelineHook implements redis.Hook.
+func (cloneRouter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c, ok := ctx.Value(routeKey{}).(*redis.Client)
+		if !ok {
+			return next(ctx, cmds)
+		}
+		pipe := c.Pipeline()
+		for _, cmd := range cmds {
+			_ = pipe.Process(ctx, cmd) // queues it
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
 }
 
 // Name implements gorm.Plugin.

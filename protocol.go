@@ -291,7 +291,7 @@ func (p *Plugin) withTimeout(ctx context.Context, b bounded, fn func(context.Con
 	if b.d <= 0 {
 		return fn(ctx, b.rdb)
 	}
-	ctx, cancel := context.WithTimeout(ctx, b.d)
+	ctx, cancel := context.WithTimeout(b.route(ctx), b.d)
 	defer cancel()
 	if b.socket || b.ctxDeadlines {
 		return fn(ctx, b.rdb)
@@ -481,7 +481,7 @@ func appendShardArgs(args []any, k rowKey) []any {
 // goroutine. Other clients get withTimeout.
 func (p *Plugin) mget(ctx context.Context, args []any) ([]any, error) {
 	if p.read.socket || p.read.d <= 0 {
-		return p.read.rdb.Do(ctx, args...).Slice()
+		return p.read.rdb.Do(p.read.route(ctx), args...).Slice()
 	}
 	return p.mgetBounded(ctx, args)
 }
