@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,6 +91,7 @@ type benchEnv struct {
 	mi     *modelInfo
 	ids    []uint
 	newDB  func(cfg Config) (*gorm.DB, *Plugin) // another plugin on the same table
+	open   func() *gorm.DB                      // another plain GORM on the same table
 }
 
 // newBenchEnv creates the table and rows rows through the plugin, so that
@@ -120,6 +122,11 @@ func newBenchEnv(b *testing.B, be backend, rows int) *benchEnv {
 		return db, p
 	}
 	env.plugin, env.p = env.newDB(Config{})
+	env.open = func() *gorm.DB {
+		db, err := gorm.Open(be.open(b, sqlDB), gcfg())
+		require.NoError(b, err)
+		return db
+	}
 
 	batch := make([]BenchRow, rows)
 	for i := range batch {
@@ -211,6 +218,77 @@ func BenchmarkFirst(b *testing.B) {
 				}
 			}
 		})
+	})
+}
+
+// BenchmarkHitVsRawGet alternates a cached First and a raw GET + decode
+// of the same entry (rawGet) op by op, so that both see the same load on
+// a shared machine, and reports each one's median and their ratio
+// (hit/get). ns/op is the pair's.
+func BenchmarkHitVsRawGet(b *testing.B) {
+	forEachBenchBackend(b, func(b *testing.B, be backend) {
+		env := newBenchEnv(b, be, 100)
+		ids := env.ids
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = env.mi.key(env.p.cfg.Prefix, env.p.cfg.TableShards, []string{strconv.FormatUint(uint64(id), 10)}).row
+		}
+		ctx := context.Background()
+		var hit, get []time.Duration
+		before := env.p.Stats()
+		i := 0
+		for ; b.Loop(); i++ {
+			var r, q BenchRow
+			t0 := time.Now()
+			if err := env.plugin.First(&r, ids[i%len(ids)]).Error; err != nil {
+				b.Fatal(err)
+			}
+			t1 := time.Now()
+			if err := rawGet(ctx, env.rdb, keys[i%len(keys)], len(env.mi.fields), &q); err != nil {
+				b.Fatal(err)
+			}
+			t2 := time.Now()
+			hit, get = append(hit, t1.Sub(t0)), append(get, t2.Sub(t1))
+		}
+		expectHits(b, env.p, before, i)
+		median := func(d []time.Duration) float64 {
+			slices.Sort(d)
+			return float64(d[len(d)/2]) / float64(time.Microsecond)
+		}
+		h, g := median(hit), median(get)
+		b.ReportMetric(h, "hit-µs")
+		b.ReportMetric(g, "get-µs")
+		b.ReportMetric(h/g, "hit/get")
+	})
+}
+
+// BenchmarkMiss measures a First that misses: each op first deletes the
+// row's key (a raw DEL, in the timing) so that the read takes the lease,
+// queries the database and fills.
+func BenchmarkMiss(b *testing.B) {
+	forEachBenchBackend(b, func(b *testing.B, be backend) {
+		env := newBenchEnv(b, be, 100)
+		ids := env.ids
+		keys := make([]string, len(ids))
+		for i, id := range ids {
+			keys[i] = env.mi.key(env.p.cfg.Prefix, env.p.cfg.TableShards, []string{strconv.FormatUint(uint64(id), 10)}).row
+		}
+		ctx := context.Background()
+		b.ReportAllocs()
+		before := env.p.Stats()
+		i := 0
+		for ; b.Loop(); i++ {
+			if err := env.rdb.Del(ctx, keys[i%len(keys)]).Err(); err != nil {
+				b.Fatal(err)
+			}
+			var r BenchRow
+			if err := env.plugin.First(&r, ids[i%len(ids)]).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+		if got := env.p.Stats().Misses - before.Misses; got != uint64(i) {
+			b.Fatalf("%d of %d reads missed", got, i)
+		}
 	})
 }
 
@@ -409,9 +487,10 @@ func BenchmarkCodec(b *testing.B) {
 	}
 }
 
-// cannedRedis answers GET and EVALSHA of known keys from memory, in the
-// client's hook, so that a benchmark measures the CPU a hit costs in this
-// process (plugin, GORM, go-redis, decoding) without the network.
+// cannedRedis answers GET, MGET and EVALSHA of known keys from memory, in
+// the client's hook, so that a benchmark measures the CPU a hit costs in
+// this process (plugin, GORM, go-redis, decoding) without the network. An
+// MGET whose first key is known gets nil for the keys that are not.
 type cannedRedis map[string]string
 
 func (c cannedRedis) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -425,6 +504,21 @@ func (c cannedRedis) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 			key, _ = args[1].(string)
 		case cmd.Name() == "evalsha" && len(args) > 3:
 			key, _ = args[3].(string)
+		case cmd.Name() == "mget" && len(args) > 1:
+			first, _ := args[1].(string)
+			x, isCmd := cmd.(*redis.Cmd)
+			if _, ok := c[first]; !ok || !isCmd {
+				return next(ctx, cmd)
+			}
+			vals := make([]any, len(args)-1)
+			for i, a := range args[1:] {
+				k, _ := a.(string)
+				if v, ok := c[k]; ok {
+					vals[i] = v
+				}
+			}
+			x.SetVal(vals)
+			return nil
 		}
 		v, ok := c[key]
 		if !ok {
@@ -467,8 +561,10 @@ func BenchmarkHitCPU(b *testing.B) {
 		v, err := env.rdb.Get(context.Background(), keys[i]).Result()
 		require.NoError(b, err)
 		canned[keys[i]] = v
+		k := env.mi.key(env.p.cfg.Prefix, env.p.cfg.TableShards, []string{strconv.FormatUint(uint64(id), 10)})
+		canned[k.gen] = v[1:strings.IndexByte(v, '|')] // the generation the entry was stored under
 	}
-	env.rdb.AddHook(canned)
+	hookPlugin(env.p, env.rdb, canned)
 	ctx := context.Background()
 	b.Run("op=first/mode=plugin", func(b *testing.B) {
 		b.ReportAllocs()
@@ -489,6 +585,55 @@ func BenchmarkHitCPU(b *testing.B) {
 			if err := rawGet(ctx, env.rdb, keys[i%len(keys)], len(env.mi.fields), &r); err != nil {
 				b.Fatal(err)
 			}
+		}
+	})
+	// The split of a hit's cost: GORM's own part of a First (its callbacks
+	// around gorm:query, which a no-op replaces here: what the plugin's
+	// query callback runs inside), plain GORM in DryRun (the same plus
+	// building the SQL, for reference), and decoding the entry into the
+	// struct (the codec and GORM's field setters, as Plugin.assemble does).
+	// The plugin's own share is the rest.
+	b.Run("op=first/mode=gorm-noquery", func(b *testing.B) {
+		db := env.open()
+		require.NoError(b, db.Callback().Query().Replace("gorm:query", func(*gorm.DB) {}))
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			var r BenchRow
+			if err := db.First(&r, env.ids[i%len(env.ids)]).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("op=first/mode=gorm-dryrun", func(b *testing.B) {
+		dry := env.plain.Session(&gorm.Session{DryRun: true})
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			var r BenchRow
+			if err := dry.First(&r, env.ids[i%len(env.ids)]).Error; err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("op=first/mode=decode", func(b *testing.B) {
+		entries := make([][]byte, len(keys))
+		for i, k := range keys {
+			v := canned[k]
+			body, err := openEntry([]byte(v[strings.IndexByte(v, '|')+1+fingerprintLen:]))
+			require.NoError(b, err)
+			entries[i] = body
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			var r BenchRow
+			buf := getValues(len(env.mi.fields))
+			*buf = (*buf)[:len(env.mi.fields)]
+			if err := env.p.cfg.Codec.Decode(entries[i%len(entries)], *buf); err != nil {
+				b.Fatal(err)
+			}
+			if err := env.mi.set(ctx, reflect.ValueOf(&r).Elem(), *buf); err != nil {
+				b.Fatal(err)
+			}
+			putValues(buf)
 		}
 	})
 	for _, n := range []int{10, 100} {
@@ -590,7 +735,7 @@ func BenchmarkWriteBatch(b *testing.B) {
 				b.Run(fmt.Sprintf("db=%s/rows=%d/cache=%s", be.dialect, n, cacheName(plugin)), func(b *testing.B) {
 					e := newEnv(b, be, Config{}, &Item{})
 					db := benchDB(b, e, plugin)
-					rc := countRedis(e.rdb)
+					rc := countRedis(e.rdb, e.plugin)
 					batches := make([][]Item, b.N)
 					for i := range batches {
 						batches[i] = newItems(n, "bench")
@@ -637,7 +782,7 @@ func BenchmarkWriteOne(b *testing.B) {
 				b.Run(fmt.Sprintf("db=%s/op=%s/cache=%s", be.dialect, op.name, cacheName(plugin)), func(b *testing.B) {
 					e := newEnv(b, be, Config{}, &Item{})
 					db := benchDB(b, e, plugin)
-					rc := countRedis(e.rdb)
+					rc := countRedis(e.rdb, e.plugin)
 					ids := make([]uint, b.N)
 					if op.name != "create" {
 						for start := 0; start < b.N; start += 1000 {

@@ -864,9 +864,13 @@ func TestLostReadReplyKeepsTheLease(t *testing.T) {
 		w := newHistWorld(t, b, opts)
 		db := w.instances[0].db
 		// Let Redis learn the scripts, so the reply dropped below is the
-		// read script's own, not a NOSCRIPT.
+		// lease script's own, not a NOSCRIPT.
 		require.NoError(t, db.First(&HistRow{}, 10).Error)
 		require.NoError(t, db.Find(&[]HistRow{}, []int64{10, 11}).Error)
+		// The reply to drop is the lease script's, which follows the hit
+		// read (MGET): the drop is armed as the script is sent.
+		arm := &dropOnLease{px: px}
+		addHook(w.instances[0].plugin, arm)
 
 		for _, tc := range []struct {
 			name string
@@ -889,13 +893,46 @@ func TestLostReadReplyKeepsTheLease(t *testing.T) {
 					require.Len(t, rows, len(tc.ids))
 					return probe.Load() == 0
 				}
-				px.dropNextReplies(1, 0)
+				arm.armed.Store(true)
 				start := time.Now()
 				require.False(t, read(), "the first read misses")
+				require.False(t, arm.armed.Load(), "the lease script's reply was dropped")
 				took := time.Since(start)
 				require.Less(t, took, opts.cfg.LeaseTTL/2, "the reader waited for its own lease")
 				require.True(t, read(), "the reader that held the lease filled the key")
 			})
 		}
 	})
+}
+
+// dropOnLease is a go-redis hook that, once armed, makes the fault proxy
+// drop the reply to the next lease script call (alone or in a pipeline).
+type dropOnLease struct {
+	px    *faultProxy
+	armed atomic.Bool
+}
+
+func (h *dropOnLease) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *dropOnLease) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.check(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *dropOnLease) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.check(cmds...)
+		return next(ctx, cmds)
+	}
+}
+
+func (h *dropOnLease) check(cmds ...redis.Cmder) {
+	for _, c := range cmds {
+		if isScript(c, leaseScript) && h.armed.CompareAndSwap(true, false) {
+			h.px.dropNextReplies(1, 0)
+			return
+		}
+	}
 }

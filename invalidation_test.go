@@ -24,7 +24,7 @@ func TestPolicyAvailableDirtyKeysBypassTheCache(t *testing.T) {
 		cfg := Config{OnRedisError: Available, ContendedTTL: 5 * time.Second}
 		e := newEnv(t, b, cfg, &Product{})
 		hook := &faultHook{}
-		e.rdb.AddHook(hook)
+		hookPlugin(e.plugin, e.rdb, hook)
 		p, key := newProduct(t, e)
 		warm[Product](t, e, p.ID)
 		old := peek(t, e, key)
@@ -32,9 +32,9 @@ func TestPolicyAvailableDirtyKeysBypassTheCache(t *testing.T) {
 			switch strings.ToLower(cmd.Name()) {
 			case "set", "incr", "setnx":
 				return true
-			case "evalsha", "eval": // every script but the read's
+			case "evalsha", "eval": // every script but the lease script
 				args := cmd.Args()
-				return len(args) > 1 && args[1] != readScript.Hash()
+				return len(args) > 1 && args[1] != leaseScript.Hash()
 			}
 			return false
 		}

@@ -15,6 +15,7 @@
 package writethrough
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -69,9 +70,12 @@ type Plugin struct {
 	// hooks lets tests pause the protocol at exact points; nil in production.
 	hooks *testHooks
 
-	// ctxDeadlines is true when the client itself ends a call at its
-	// context's deadline (see withTimeout).
-	ctxDeadlines bool
+	// read and write are how the plugin's Redis calls are bounded by
+	// ReadTimeout and WriteTimeout (see newBounded).
+	read, write bounded
+	// crossSlot: the client is one server, which MGETs keys of any slot
+	// together (see snapshot).
+	crossSlot bool
 	// leaseMSArg is Config.LeaseTTL in milliseconds as a read-script
 	// argument, formatted and boxed once.
 	leaseMSArg any
@@ -80,25 +84,112 @@ type Plugin struct {
 // New returns a plugin that caches through client. The config is validated
 // when the plugin is installed (db.Use returns the error).
 func New(client redis.UniversalClient, cfg Config) *Plugin {
-	p := &Plugin{rdb: client, cfg: cfg.withDefaults(), ctxDeadlines: honorsDeadlines(client)}
+	p := &Plugin{rdb: client, cfg: cfg.withDefaults()}
+	_, p.crossSlot = client.(*redis.Client)
+	p.read = newBounded(client, p.cfg.ReadTimeout)
+	p.write = newBounded(client, p.cfg.WriteTimeout)
+	if p.cfg.ReadTimeout == p.cfg.WriteTimeout {
+		p.write = p.read // one clone, not two, when the bounds agree
+	}
+	if c, ok := client.(*redis.Client); ok && (p.read.clone != nil || p.write.clone != nil) {
+		c.AddHook(cloneRouter{})
+	}
 	p.leaseMSArg = strconvMS(p.cfg.LeaseTTL)
 	p.token = randomToken()
 	p.dirty.init()
 	return p
 }
 
-// honorsDeadlines reports whether a go-redis client ends calls at their
-// context's deadline (Options.ContextTimeoutEnabled).
-func honorsDeadlines(c redis.UniversalClient) bool {
-	switch x := c.(type) {
-	case *redis.Client:
-		return x.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return x.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return x.Options().ContextTimeoutEnabled
+// bounded is a client whose calls end within a time limit, and how it
+// does so, chosen once per limit by newBounded:
+//
+//   - a *redis.Client (also what NewFailoverClient returns) is cloned with
+//     (*redis.Client).WithTimeout: the clone shares the client's connection
+//     pool and sets every socket read and write deadline to the limit
+//     itself, so a call needs no goroutine, and on the hit path no timer;
+//   - any other client (*redis.ClusterClient, *redis.Ring, a wrapper) that
+//     sets ContextTimeoutEnabled ends calls at their context's deadline;
+//   - any other client runs each bounded call aside, in a goroutine the
+//     caller stops waiting for at the deadline (see withTimeout).
+type bounded struct {
+	rdb redis.UniversalClient // where the calls go
+	d   time.Duration         // the limit; none when <= 0
+	// clone, when set, is rdb's WithTimeout clone: calls sent on rdb with
+	// a context from route are carried out by it (see cloneRouter).
+	clone *redis.Client
+	// socket: the calls' socket deadlines are d (they go through clone).
+	socket bool
+	// ctxDeadlines: rdb ends a call at its context's deadline.
+	ctxDeadlines bool
+}
+
+// newBounded returns how calls on client are bounded by d.
+func newBounded(client redis.UniversalClient, d time.Duration) bounded {
+	b := bounded{rdb: client, d: d}
+	if d <= 0 {
+		return b
 	}
-	return false
+	switch c := client.(type) {
+	case *redis.Client:
+		b.clone, b.socket = c.WithTimeout(d), true
+		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		b.ctxDeadlines = c.Options().ContextTimeoutEnabled
+	}
+	return b
+}
+
+// route returns the context a call on b.rdb is sent with: one that hands
+// it to b's clone, if b has one.
+func (b *bounded) route(ctx context.Context) context.Context {
+	if b.clone == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, routeKey{}, b.clone)
+}
+
+// routeKey is the context key of the clone a call is handed to.
+type routeKey struct{}
+
+// cloneRouter is the hook New adds to a *redis.Client. A WithTimeout clone
+// carries none of the client's hooks, so the plugin sends its calls on the
+// client itself, with a context naming the clone (bounded.route): the hooks
+// added to the client before New run (tracing and metrics see the plugin's
+// calls), and this one, innermost of them, hands the call to the clone,
+// whose socket deadlines bound it. Hooks added to the client after New are
+// inside this one and do not see the plugin's calls. Every other call goes
+// on as it would without the plugin.
+type cloneRouter struct{}
+
+// DialHook implements redis.Hook.
+func (cloneRouter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+// ProcessHook implements redis.Hook.
+func (cloneRouter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if c, ok := ctx.Value(routeKey{}).(*redis.Client); ok {
+			return c.Process(ctx, cmd)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// ProcessPipelineHook implements redis.Hook.
+func (cloneRouter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c, ok := ctx.Value(routeKey{}).(*redis.Client)
+		if !ok {
+			return next(ctx, cmds)
+		}
+		pipe := c.Pipeline()
+		for _, cmd := range cmds {
+			_ = pipe.Process(ctx, cmd) // queues it
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
 }
 
 // Name implements gorm.Plugin.

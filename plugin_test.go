@@ -325,3 +325,33 @@ func TestNegativeNotFoundTTLDisablesCachingAbsences(t *testing.T) {
 		}
 	})
 }
+
+// TestHooksOnTheClientSeeThePluginsCalls: the plugin bounds its calls
+// through WithTimeout clones of a *redis.Client, which carry none of the
+// client's hooks; hooks added before New (tracing, metrics) must still see
+// every call, and a hit must still be one round trip through them.
+func TestHooksOnTheClientSeeThePluginsCalls(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		rdb := b.redis(t)
+		seen := countRedis(rdb) // before New
+		e := envWithRedis(t, b, rdb, Config{}, &Product{})
+		p := Product{Name: "lamp", Price: 1}
+		require.NoError(t, e.db.Create(&p).Error)
+		n, cmds := seen.take()
+		require.Positive(t, n, "the write's fence and finish went through the hook")
+		require.Contains(t, cmds, "evalsha")
+
+		var got Product
+		require.NoError(t, e.db.First(&got, p.ID).Error)
+		n, cmds = seen.take()
+		require.Equal(t, 1, n)
+		require.Equal(t, []string{"mget"}, cmds, "the hit went through the hook")
+		require.EqualValues(t, 1, e.plugin.Stats().Hits)
+
+		// The client's own calls are untouched by the plugin's hook.
+		require.NoError(t, rdb.Set(context.Background(), e.prefix+":own", "x", time.Minute).Err())
+		n, cmds = seen.take()
+		require.Equal(t, 1, n)
+		require.Equal(t, []string{"set"}, cmds)
+	})
+}

@@ -2,6 +2,7 @@ package writethrough
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 	"unsafe"
@@ -43,14 +44,19 @@ local function gen(k)
 end
 `
 
-// readScript serves a read. It returns the entry ("V..." or "N") when it is
-// current, "G" when the key was empty or stale and the caller now holds the
-// lease ARGV[1], "X" likewise but it replaced an entry of another layout,
-// "B" while a table-level write is in flight, and anything else (a lease, a
-// fence, "C") when the caller must read the database without filling.
+// leaseScript is the read on a miss: it decides again, atomically, what
+// the hit read (snapshot) could not serve, and takes the lease ARGV[1] where
+// the caller may fill. It returns the entry ("V..." or "N") when it is
+// current (a fill landed since the hit read), "G" when the key was empty or
+// stale and the caller now holds the lease, "X" likewise but it replaced a
+// value this binary cannot use (an entry of another layout, or bytes the
+// protocol never writes: garbage, an empty string, a lease, fence or "C"
+// without a TTL), "B" while a table-level write is in flight, and anything
+// else (a lease, a fence, "C", each with its TTL) when the caller must read
+// the database without filling.
 //
 // KEYS: row, gen, fence. ARGV: lease id, lease TTL ms, fingerprint.
-var readScript = redis.NewScript(genLua + `
+var leaseScript = redis.NewScript(genLua + `
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'B' end
 local g = gen(KEYS[2])
 local v = redis.call('GET', KEYS[1])
@@ -65,8 +71,11 @@ if v then
     end
   elseif t == 'N' then
     if string.sub(v, 2) == g then return 'N' end
+  elseif t == 'L' or t == 'F' or t == 'C' then
+    if redis.call('PTTL', KEYS[1]) ~= -1 then return v end
+    granted = 'X'
   else
-    return v
+    granted = 'X'
   end
 end
 redis.call('SET', KEYS[1], 'L' .. ARGV[1] .. '|' .. g, 'PX', ARGV[2])
@@ -75,7 +84,7 @@ return granted
 
 // reclaimScript takes the lease on a key whose entry the caller could not
 // decode, provided the entry is still exactly that one. It returns "G" or
-// "B" as readScript does.
+// "B" as leaseScript does.
 //
 // KEYS: row, gen, fence. ARGV: the undecodable entry, lease id, lease TTL ms.
 var reclaimScript = redis.NewScript(genLua + `
@@ -193,7 +202,7 @@ gen(KEYS[1])
 return redis.call('INCR', KEYS[1])
 `)
 
-var allScripts = []*redis.Script{readScript, reclaimScript, fillScript, finishScript, releaseScript, tableFinishScript, fenceScript, tableFenceScript, bumpScript}
+var allScripts = []*redis.Script{leaseScript, reclaimScript, fillScript, finishScript, releaseScript, tableFinishScript, fenceScript, tableFenceScript, bumpScript}
 
 // sink is where a round trip's commands go: the client itself for a lone
 // command, a pipeline for several.
@@ -212,25 +221,25 @@ type sink interface {
 //
 // The commands go in one pipeline, except that with alone set a lone
 // command is sent by itself: the read path does so, because a pipeline
-// costs a hit allocations (and go-redis keeps pipelines on connections of
-// their own). Writes always pipeline.
+// costs allocations (and go-redis keeps pipelines on connections of their
+// own). Writes always pipeline.
 func (p *Plugin) roundTrip(ctx context.Context, d time.Duration, alone bool, n int, cmd func(ctx context.Context, s sink, i int) redis.Cmder) ([]redis.Cmder, error) {
 	if n == 0 {
 		return nil, nil
 	}
 	var cmds []redis.Cmder
-	err := p.withTimeout(ctx, d, func(ctx context.Context) error {
+	err := p.withTimeout(ctx, p.boundedBy(d), func(ctx context.Context, rdb redis.UniversalClient) error {
 		var err error
-		cmds, err = p.issue(ctx, alone, n, cmd)
+		cmds, err = issue(ctx, rdb, alone, n, cmd)
 		if !hasNoScript(cmds, err) {
 			return err
 		}
 		for _, s := range allScripts {
-			if err := s.Load(ctx, p.rdb).Err(); err != nil {
+			if err := s.Load(ctx, rdb).Err(); err != nil {
 				return err
 			}
 		}
-		cmds, err = p.issue(ctx, alone, n, cmd)
+		cmds, err = issue(ctx, rdb, alone, n, cmd)
 		return err
 	})
 	if err != nil {
@@ -240,12 +249,12 @@ func (p *Plugin) roundTrip(ctx context.Context, d time.Duration, alone bool, n i
 }
 
 // issue sends the commands once (see roundTrip).
-func (p *Plugin) issue(ctx context.Context, alone bool, n int, cmd func(ctx context.Context, s sink, i int) redis.Cmder) ([]redis.Cmder, error) {
+func issue(ctx context.Context, rdb redis.UniversalClient, alone bool, n int, cmd func(ctx context.Context, s sink, i int) redis.Cmder) ([]redis.Cmder, error) {
 	if alone && n == 1 {
-		c := cmd(ctx, p.rdb, 0)
+		c := cmd(ctx, rdb, 0)
 		return []redis.Cmder{c}, c.Err()
 	}
-	return p.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	return rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i := 0; i < n; i++ {
 			cmd(ctx, pipe, i)
 		}
@@ -253,25 +262,42 @@ func (p *Plugin) issue(ctx context.Context, alone bool, n int, cmd func(ctx cont
 	})
 }
 
-// withTimeout runs fn bounded by d (none when d <= 0). go-redis ends a call
-// at its context's deadline only with Options.ContextTimeoutEnabled;
-// otherwise a Redis that accepted the connection and stopped answering
-// holds the call for the client's own read timeout (seconds). Then fn runs
-// aside and the caller stops waiting for it at the deadline. The client's
+// boundedBy returns the client whose calls end within d: the read or the
+// write one (see newBounded), or, for a limit neither has, the user's
+// client with its calls run aside.
+func (p *Plugin) boundedBy(d time.Duration) bounded {
+	switch d {
+	case p.read.d:
+		return p.read
+	case p.write.d:
+		return p.write
+	}
+	return bounded{rdb: p.rdb, d: d}
+}
+
+// withTimeout runs fn on b's client, bounded by b.d (none when it is <= 0).
+// The context gets that deadline, which bounds what go-redis waits for by
+// context whatever its options (a pool slot, a dial, a retry's backoff).
+// The socket reads and writes are bounded by the client itself: a
+// WithTimeout clone's deadlines are b.d, and a client with
+// ContextTimeoutEnabled ends them at the context's deadline. Any other
+// client would hold a call to a Redis that accepted the connection and
+// stopped answering for its own read timeout (seconds): there fn runs
+// aside, and the caller stops waiting for it at the deadline; the client's
 // pool, whose waits do end at the deadline, bounds how many such calls can
 // be left behind. Every call the plugin makes is safe to land late: fences
 // expire, and the scripts check the lease or fence they were given.
-func (p *Plugin) withTimeout(ctx context.Context, d time.Duration, fn func(context.Context) error) error {
-	if d <= 0 {
-		return fn(ctx)
+func (p *Plugin) withTimeout(ctx context.Context, b bounded, fn func(context.Context, redis.UniversalClient) error) error {
+	if b.d <= 0 {
+		return fn(ctx, b.rdb)
 	}
-	ctx, cancel := context.WithTimeout(ctx, d)
+	ctx, cancel := context.WithTimeout(b.route(ctx), b.d)
 	defer cancel()
-	if p.ctxDeadlines {
-		return fn(ctx)
+	if b.socket || b.ctxDeadlines {
+		return fn(ctx, b.rdb)
 	}
 	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
+	go func() { done <- fn(ctx, b.rdb) }()
 	select {
 	case err := <-done:
 		return err
@@ -297,7 +323,7 @@ func hasNoScript(cmds []redis.Cmder, err error) bool {
 	return false
 }
 
-// readState is what the read script said about one key.
+// readState is what the hit read or the lease script said about one key.
 type readState byte
 
 const (
@@ -305,11 +331,221 @@ const (
 	stateHit                       // entry holds the row
 	stateAbsent                    // the row does not exist
 	stateLeased                    // we hold the lease: fill after reading the database
-	stateReplaced                  // leased, replacing an entry of another layout ("X")
+	stateReplaced                  // leased, replacing a value this binary cannot use ("X")
 	stateCorrupt                   // a current entry that does not open (see openEntry)
+	stateAsk                       // the hit read cannot serve it: ask the lease script
 )
 
-// parseRead interprets one reply of the read script. A hit's entry is the
+// errSnapshotReply is a hit read answered with the wrong number of values
+// (not a Redis, or a broken one): the read goes to the database.
+var errSnapshotReply = errors.New("writethrough: MGET answered with the wrong number of values")
+
+// snapshot is the hit read: one MGET of each key's row, its shard's
+// generation and its shard's table fence, in one round trip, with no
+// script and, on a WithTimeout clone, no timer (see newBounded). MGET
+// reads its keys atomically, so what classifySnapshot decides from the
+// reply is what the lease script would decide at that instant, without
+// the writes it would make. Each key's state, its entry (a hit) and its
+// row value (for reclaim and lease checks) are put in states, entries and
+// values.
+//
+// One key is one "MGET row gen fence". Several go in one MGET when the
+// client is a single server, which can read keys of any slot together;
+// other clients (Cluster, Ring) get one MGET per shard (one slot each) in
+// one pipeline.
+func (p *Plugin) snapshot(ctx context.Context, refs []keyRef, fp string, states []readState, entries [][]byte, values []string) error {
+	if len(refs) == 1 {
+		vals, err := p.mget(ctx, snapshotArgs(refs[0].key))
+		if err != nil {
+			return err
+		}
+		if len(vals) != 3 {
+			return errSnapshotReply
+		}
+		states[0], entries[0], values[0] = p.classifySnapshot(vals[0], vals[1], vals[2], fp)
+		return nil
+	}
+
+	// The shards the keys are in, in order of first appearance.
+	n := len(refs)
+	shardOf := make([]int, n)
+	var shards []rowKey
+	var index map[string]int
+	if n > 16 {
+		index = make(map[string]int)
+	}
+	for i, r := range refs {
+		j := -1
+		if index != nil {
+			if at, ok := index[r.key.gen]; ok {
+				j = at
+			}
+		} else {
+			for at, s := range shards {
+				if s.gen == r.key.gen {
+					j = at
+					break
+				}
+			}
+		}
+		if j < 0 {
+			j = len(shards)
+			shards = append(shards, r.key)
+			if index != nil {
+				index[r.key.gen] = j
+			}
+		}
+		shardOf[i] = j
+	}
+
+	if p.crossSlot || len(shards) == 1 {
+		args := make([]any, 0, 1+n+2*len(shards))
+		args = append(args, "mget")
+		for _, r := range refs {
+			args = append(args, r.key.row)
+		}
+		for _, k := range shards {
+			args = appendShardArgs(args, k)
+		}
+		vals, err := p.mget(ctx, args)
+		if err != nil {
+			return err
+		}
+		if len(vals) != len(args)-1 {
+			return errSnapshotReply
+		}
+		for i := range refs {
+			g := n + 2*shardOf[i]
+			states[i], entries[i], values[i] = p.classifySnapshot(vals[i], vals[g], vals[g+1], fp)
+		}
+		return nil
+	}
+
+	perShard := make([][]any, len(shards))
+	at := make([]int, n) // where key i's row is in its shard's reply
+	for i, r := range refs {
+		j := shardOf[i]
+		if perShard[j] == nil {
+			perShard[j] = []any{"mget"}
+		}
+		at[i] = len(perShard[j]) - 1
+		perShard[j] = append(perShard[j], r.key.row)
+	}
+	for j, k := range shards {
+		perShard[j] = appendShardArgs(perShard[j], k)
+	}
+	cmds, err := p.roundTrip(ctx, p.cfg.ReadTimeout, false, len(perShard), func(ctx context.Context, s sink, j int) redis.Cmder {
+		return s.Do(ctx, perShard[j]...)
+	})
+	if err != nil {
+		return err
+	}
+	replies := make([][]any, len(cmds))
+	for j, c := range cmds {
+		vals, err := c.(*redis.Cmd).Slice()
+		if err != nil {
+			return err
+		}
+		if len(vals) != len(perShard[j])-1 {
+			return errSnapshotReply
+		}
+		replies[j] = vals
+	}
+	for i := range refs {
+		vals := replies[shardOf[i]]
+		states[i], entries[i], values[i] = p.classifySnapshot(vals[at[i]], vals[len(vals)-2], vals[len(vals)-1], fp)
+	}
+	return nil
+}
+
+// snapshotArgs is "MGET row gen fence" for one key, with the shard's keys
+// boxed once per shard rather than per read.
+func snapshotArgs(k rowKey) []any {
+	if k.shard == nil {
+		return []any{"mget", k.row, k.gen, k.fence}
+	}
+	return []any{"mget", k.row, k.shard.genArg, k.shard.fenceArg}
+}
+
+// appendShardArgs appends the generation and fence keys of k's shard.
+func appendShardArgs(args []any, k rowKey) []any {
+	if k.shard == nil {
+		return append(args, k.gen, k.fence)
+	}
+	return append(args, k.shard.genArg, k.shard.fenceArg)
+}
+
+// mget sends one MGET on the read client and returns its values. On a
+// WithTimeout clone (or with ReadTimeout off) it is sent as it is: the
+// clone's socket deadlines bound it, so a hit costs no timer and no
+// goroutine. Other clients get withTimeout.
+func (p *Plugin) mget(ctx context.Context, args []any) ([]any, error) {
+	if p.read.socket || p.read.d <= 0 {
+		return p.read.rdb.Do(p.read.route(ctx), args...).Slice()
+	}
+	return p.mgetBounded(ctx, args)
+}
+
+// mgetBounded is mget through withTimeout, apart so that the hit path's
+// variables do not escape into its closure.
+func (p *Plugin) mgetBounded(ctx context.Context, args []any) ([]any, error) {
+	var vals []any
+	err := p.withTimeout(ctx, p.read, func(ctx context.Context, rdb redis.UniversalClient) error {
+		var err error
+		vals, err = rdb.Do(ctx, args...).Slice()
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return vals, nil
+}
+
+// classifySnapshot decides, from one key's row value, its shard's
+// generation and its shard's table fence as MGET read them together, what
+// the lease script would: a table fence: bypass; a current entry of this
+// layout: a hit (or corrupt, if its checksum fails); a current absence:
+// absent; a lease of this process: bypass (serve waits for that fill).
+// Everything else is asked of the lease script, which decides again and
+// changes the key atomically: a missing generation (the script sets it), a
+// missing, stale or other-layout entry (it takes the lease), another
+// process's lease, a fence, "C" (it replaces those that have no TTL, which
+// the protocol never writes), and any value the protocol does not write
+// (it replaces it). It returns the state, the entry of a hit, and the row
+// value.
+func (p *Plugin) classifySnapshot(row, gen, fence any, fp string) (readState, []byte, string) {
+	if fence != nil {
+		return stateBypass, nil, ""
+	}
+	v, _ := row.(string)
+	g, ok := gen.(string)
+	if !ok || v == "" {
+		return stateAsk, nil, v
+	}
+	switch v[0] {
+	case 'V':
+		bar := strings.IndexByte(v, '|')
+		if bar < 0 || v[1:bar] != g || len(v) < bar+1+fingerprintLen || v[bar+1:bar+1+fingerprintLen] != fp {
+			return stateAsk, nil, v
+		}
+		entry, err := openEntry(stringBytes(v[bar+1+fingerprintLen:]))
+		if err != nil {
+			return stateCorrupt, nil, v
+		}
+		return stateHit, entry, v
+	case 'N':
+		if v[1:] == g {
+			return stateAbsent, nil, v
+		}
+	case 'L':
+		if p.ownLease(v) {
+			return stateBypass, nil, v
+		}
+	}
+	return stateAsk, nil, v
+}
+
+// parseRead interprets one reply of the lease script. A hit's entry is the
 // reply's own bytes, past the generation and the fingerprint.
 func parseRead(reply string) (readState, []byte) {
 	switch {
@@ -356,14 +592,14 @@ func stringBytes(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
-// readKeys runs the read script for every key in one round trip, bounded by
-// Config.ReadTimeout, and puts the replies in replies. fp is the model's
+// leaseKeys runs the lease script for every key in one round trip, bounded
+// by Config.ReadTimeout, and puts the replies in replies. fp is the model's
 // fingerprint argument (modelInfo.fpArg).
-func (p *Plugin) readKeys(ctx context.Context, refs []keyRef, fp any, leaseID string, replies []string) error {
+func (p *Plugin) leaseKeys(ctx context.Context, refs []keyRef, fp any, leaseID string, replies []string) error {
 	// Arguments every key of the statement shares are boxed once.
 	lease, leaseMS := any(leaseID), p.leaseMSArg
 	cmds, err := p.roundTrip(ctx, p.cfg.ReadTimeout, true, len(refs), func(ctx context.Context, s sink, i int) redis.Cmder {
-		return s.Do(ctx, readArgs(refs[i].key, lease, leaseMS, fp)...)
+		return s.Do(ctx, leaseArgs(refs[i].key, lease, leaseMS, fp)...)
 	})
 	if err != nil {
 		return err
@@ -374,19 +610,18 @@ func (p *Plugin) readKeys(ctx context.Context, refs []keyRef, fp any, leaseID st
 	return nil
 }
 
-// readScriptSHA is the read script's hash, boxed once.
-var readScriptSHA any = readScript.Hash()
+// leaseScriptSHA is the lease script's hash, boxed once.
+var leaseScriptSHA any = leaseScript.Hash()
 
-// readArgs is the EVALSHA command of the read script for one key. It is
-// what readScript.EvalSha sends, built with the arguments shared by a
+// leaseArgs is the EVALSHA command of the lease script for one key. It is
+// what leaseScript.EvalSha sends, built with the arguments shared by a
 // statement's keys (lease id, lease TTL, fingerprint) and by a shard's
-// (generation and fence keys) boxed once instead of per key: a hit on one
-// key then allocates the argument list and the row key's box, not nine.
-func readArgs(k rowKey, lease, leaseMS, fp any) []any {
+// (generation and fence keys) boxed once instead of per key.
+func leaseArgs(k rowKey, lease, leaseMS, fp any) []any {
 	if k.shard == nil {
-		return []any{"evalsha", readScriptSHA, 3, k.row, k.gen, k.fence, lease, leaseMS, fp}
+		return []any{"evalsha", leaseScriptSHA, 3, k.row, k.gen, k.fence, lease, leaseMS, fp}
 	}
-	return []any{"evalsha", readScriptSHA, 3, k.row, k.shard.genArg, k.shard.fenceArg, lease, leaseMS, fp}
+	return []any{"evalsha", leaseScriptSHA, 3, k.row, k.shard.genArg, k.shard.fenceArg, lease, leaseMS, fp}
 }
 
 // reclaim takes the lease on a key holding an entry that cannot be decoded.

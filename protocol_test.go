@@ -3,7 +3,10 @@ package writethrough
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
@@ -40,18 +43,25 @@ func TestEvictedGenerationServesNothingStale(t *testing.T) {
 	})
 }
 
-// The round-trip budget: a hit costs one Redis round trip and no database
-// statement; a miss two round trips (read, fill) and one statement; a write
-// statement at most two round trips (fence, finish) whatever its batch size.
+// The round-trip budget: a hit costs one Redis round trip, one native read
+// (MGET) and no script, and no database statement; a miss at most three
+// round trips (the hit read, the lease script, the fill) and one
+// statement; a write statement at most two round trips (fence, finish)
+// whatever its batch size.
+
+// requireNoScript fails if any command is a script call.
+func requireNoScript(t *testing.T, cmds []string, what string) {
+	t.Helper()
+	for _, c := range cmds {
+		require.NotContains(t, []string{"evalsha", "eval", "evalsha_ro", "eval_ro", "fcall"}, c, "%s ran a script: commands %v", what, cmds)
+	}
+}
 
 func TestHitIsOneRoundTrip(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		ids := seedProducts(t, e, 10)
-		// A first read loads the read script into a fresh server (EVALSHA,
-		// NOSCRIPT, EVAL): steady state starts after it.
-		require.NoError(t, e.db.First(&Product{}, ids[0]).Error)
-		trips := countRedis(e.rdb)
+		trips := countRedis(e.rdb, e.plugin)
 		e.queries()
 
 		var p Product
@@ -59,21 +69,22 @@ func TestHitIsOneRoundTrip(t *testing.T) {
 		require.Equal(t, "p1", p.Name)
 		n, cmds := trips.take()
 		require.Equal(t, 1, n, "First hit: commands %v", cmds)
-		require.Len(t, cmds, 1)
+		require.Equal(t, []string{"mget"}, cmds, "First hit")
 		require.Zero(t, e.queries(), "First hit ran a database statement")
 
 		var q Product
 		require.NoError(t, e.db.Where("id = ?", ids[2]).Take(&q).Error)
 		n, cmds = trips.take()
 		require.Equal(t, 1, n, "Take hit: commands %v", cmds)
+		requireNoScript(t, cmds, "Take hit")
 		require.Zero(t, e.queries())
 
 		var ps []Product
 		require.NoError(t, e.db.Find(&ps, ids).Error)
 		require.Len(t, ps, 10)
 		n, cmds = trips.take()
-		require.Equal(t, 1, n, "Find of 10 ids: one pipeline, got commands %v", cmds)
-		require.Len(t, cmds, 10)
+		require.Equal(t, 1, n, "Find of 10 ids: one round trip, got commands %v", cmds)
+		requireNoScript(t, cmds, "Find hit")
 		require.Zero(t, e.queries(), "Find hit ran a database statement")
 
 		// A cached absence is a hit too.
@@ -84,12 +95,36 @@ func TestHitIsOneRoundTrip(t *testing.T) {
 		require.ErrorIs(t, e.db.First(&Product{}, absent).Error, gorm.ErrRecordNotFound)
 		n, cmds = trips.take()
 		require.Equal(t, 1, n, "cached absence: commands %v", cmds)
+		requireNoScript(t, cmds, "cached absence")
 		require.Zero(t, e.queries())
-		require.EqualValues(t, 1+1+1+10+1, e.plugin.Stats().Hits, "every read above but the first absent one was a hit")
+		require.EqualValues(t, 1+1+10+1, e.plugin.Stats().Hits, "every read above but the first absent one was a hit")
 	})
 }
 
-func TestMissIsTwoRoundTripsAndOneQuery(t *testing.T) {
+// TestHitNeedsNoScriptOnTheServer: a warm hit does not depend on any
+// script being loaded: with the server's script cache flushed, hits are
+// still hits, and still one MGET.
+func TestHitNeedsNoScriptOnTheServer(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		ids := seedProducts(t, e, 3)
+		require.NoError(t, e.rdb.ScriptFlush(context.Background()).Err())
+		trips := countRedis(e.rdb, e.plugin)
+		e.queries()
+		var ps []Product
+		require.NoError(t, e.db.Find(&ps, ids).Error)
+		require.Len(t, ps, 3)
+		var p Product
+		require.NoError(t, e.db.First(&p, ids[0]).Error)
+		n, cmds := trips.take()
+		require.Equal(t, 2, n, "two hits: commands %v", cmds)
+		requireNoScript(t, cmds, "hits")
+		require.Zero(t, e.queries())
+		require.Zero(t, e.plugin.Stats().RedisErrors)
+	})
+}
+
+func TestMissIsAtMostThreeRoundTripsAndOneQuery(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
 		ids := seedProducts(t, e, 10)
@@ -97,7 +132,7 @@ func TestMissIsTwoRoundTripsAndOneQuery(t *testing.T) {
 		// Warm the scripts up: a miss and its fill.
 		require.NoError(t, e.plugin.InvalidateTable(ctx, &Product{}))
 		require.NoError(t, e.db.First(&Product{}, ids[0]).Error)
-		trips := countRedis(e.rdb)
+		trips := countRedis(e.rdb, e.plugin)
 
 		require.NoError(t, e.plugin.InvalidateTable(ctx, &Product{}))
 		trips.take()
@@ -108,7 +143,8 @@ func TestMissIsTwoRoundTripsAndOneQuery(t *testing.T) {
 		require.NoError(t, e.db.First(&p, ids[1]).Error)
 		require.Equal(t, "p1", p.Name)
 		n, cmds := trips.take()
-		require.Equal(t, 2, n, "First miss: read, then fill; commands %v", cmds)
+		require.Equal(t, 3, n, "First miss: hit read, lease, fill; commands %v", cmds)
+		require.Equal(t, []string{"mget", "evalsha", "evalsha"}, cmds)
 		require.EqualValues(t, 1, e.queries())
 		require.Equal(t, misses+1, e.plugin.Stats().Misses)
 
@@ -116,8 +152,8 @@ func TestMissIsTwoRoundTripsAndOneQuery(t *testing.T) {
 		require.NoError(t, e.db.Find(&ps, ids).Error) // ids[1] is cached again, the others miss
 		require.Len(t, ps, 10)
 		n, cmds = trips.take()
-		require.Equal(t, 2, n, "Find of 10 ids, 9 missing: read, then fill; commands %v", cmds)
-		require.Len(t, cmds, 10+9)
+		require.Equal(t, 3, n, "Find of 10 ids, 9 missing: hit read, leases, fills; commands %v", cmds)
+		require.Len(t, cmds, 1+9+9, "one MGET, then a lease and a fill for each key that missed: %v", cmds)
 		require.EqualValues(t, 1, e.queries(), "one statement for every key that missed")
 
 		// The fills landed: the next reads are hits.
@@ -130,7 +166,7 @@ func TestMissIsTwoRoundTripsAndOneQuery(t *testing.T) {
 		const absent = 987654321
 		require.ErrorIs(t, e.db.First(&Product{}, absent).Error, gorm.ErrRecordNotFound)
 		n, cmds = trips.take()
-		require.Equal(t, 2, n, "absent row: commands %v", cmds)
+		require.Equal(t, 3, n, "absent row: commands %v", cmds)
 		require.EqualValues(t, 1, e.queries())
 		require.ErrorIs(t, e.db.First(&Product{}, absent).Error, gorm.ErrRecordNotFound)
 		n, cmds = trips.take()
@@ -150,7 +186,7 @@ func TestWriteIsAtMostTwoRoundTrips(t *testing.T) {
 				}
 				// Warm the scripts up.
 				seedProducts(t, e, 1)
-				trips := countRedis(e.rdb)
+				trips := countRedis(e.rdb, e.plugin)
 
 				for _, n := range []int{1, 500} {
 					ps := make([]Product, n)
@@ -192,9 +228,9 @@ func TestWriteIsAtMostTwoRoundTrips(t *testing.T) {
 	})
 }
 
-// The read script's arguments built by readArgs are exactly those
-// readScript.EvalSha sends.
-func TestReadArgsAreEvalShaArgs(t *testing.T) {
+// The lease script's arguments built by leaseArgs are exactly those
+// leaseScript.EvalSha sends.
+func TestLeaseArgsAreEvalShaArgs(t *testing.T) {
 	mi := &modelInfo{tableEsc: "t", fp: "abcdefgh", fpArg: "abcdefgh"}
 	mi.buildShards("p", 4)
 	k := mi.key("p", 4, []string{"12"})
@@ -202,11 +238,11 @@ func TestReadArgsAreEvalShaArgs(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer rdb.Close()
 	rdb.AddHook(argsHook{&sent})
-	_ = readScript.EvalSha(context.Background(), rdb, []string{k.row, k.gen, k.fence}, "lease.1", "2000", mi.fp).Err()
-	require.Equal(t, sent, readArgs(k, "lease.1", "2000", mi.fpArg))
+	_ = leaseScript.EvalSha(context.Background(), rdb, []string{k.row, k.gen, k.fence}, "lease.1", "2000", mi.fp).Err()
+	require.Equal(t, sent, leaseArgs(k, "lease.1", "2000", mi.fpArg))
 	bare := k
 	bare.shard = nil
-	require.Equal(t, sent, readArgs(bare, "lease.1", "2000", mi.fpArg))
+	require.Equal(t, sent, leaseArgs(bare, "lease.1", "2000", mi.fpArg))
 }
 
 // argsHook records a command's arguments and answers it without a server.
@@ -297,6 +333,101 @@ func TestEvictedGenerationKeepsTableWrites(t *testing.T) {
 				require.NoError(t, e.db.First(&got, p.ID).Error)
 				require.Equal(t, want, got.Price, "a table write that returned was undone by evicting the generation key")
 			})
+		}
+	})
+}
+
+// TestSnapshotDecidesAsTheLeaseScript: what the hit read decides on the
+// client from its MGET is what the lease script decides on the server from
+// the same keys. For every state a row key, its generation and its table
+// fence can be in, the snapshot's verdict is checked against the script's
+// reply on the same keys: a hit is the entry the script returns, an
+// absence its "N", a table fence its "B", and a lease of this process or a
+// corrupt entry the value the script returns as it is. Everything else the
+// snapshot leaves to the script.
+func TestSnapshotDecidesAsTheLeaseScript(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{TableShards: 1}, &Product{})
+		ctx := context.Background()
+		p := Product{Name: "lamp", Price: 1}
+		require.NoError(t, e.db.Create(&p).Error)
+		mi, err := e.plugin.modelOf(&p)
+		require.NoError(t, err)
+		k := mi.key(e.prefix, 1, []string{strconv.FormatUint(uint64(p.ID), 10)})
+		good := peek(t, e, k.row)
+		bar := strings.IndexByte(good, '|')
+		g := good[1:bar]
+		body := good[bar+1+fingerprintLen:]
+		other := g + "0"
+
+		rows := map[string]string{
+			"absent":           "",
+			"entry":            good,
+			"entry, old gen":   "V" + other + "|" + mi.fp + body,
+			"entry, other fp":  "V" + g + "|deadbeef" + body,
+			"entry, corrupt":   "V" + g + "|" + mi.fp + flipByte(body, len(body)/2),
+			"entry, no bar":    "V" + g,
+			"absence":          "N" + g,
+			"absence, old gen": "N" + other,
+			"own lease":        "L" + e.plugin.token + ".zz|" + g,
+			"foreign lease":    "Lfeedfacecafebeef.1|" + g,
+			"fence":            "Ffeedfacecafebeef.2",
+			"contended":        "C",
+			"junk":             "?junk",
+		}
+		for name, row := range rows {
+			for _, fenced := range []bool{false, true} {
+				for _, hasGen := range []bool{true, false} {
+					t.Run(fmt.Sprintf("%s/fenced=%v/gen=%v", name, fenced, hasGen), func(t *testing.T) {
+						require.NoError(t, e.rdb.Del(ctx, k.row, k.gen, k.fence).Err())
+						if row != "" {
+							require.NoError(t, e.rdb.Set(ctx, k.row, row, time.Minute).Err())
+						}
+						if hasGen {
+							require.NoError(t, e.rdb.Set(ctx, k.gen, g, 0).Err())
+						}
+						if fenced {
+							require.NoError(t, e.rdb.Set(ctx, k.fence, "tabletoken", time.Minute).Err())
+						}
+						refs := []keyRef{{key: k}}
+						states, entries, values := make([]readState, 1), make([][]byte, 1), make([]string, 1)
+						require.NoError(t, e.plugin.snapshot(ctx, refs, mi.fp, states, entries, values))
+						replies := make([]string, 1)
+						require.NoError(t, e.plugin.leaseKeys(ctx, refs, mi.fpArg, e.plugin.newToken(), replies))
+						reply := replies[0]
+						switch s := states[0]; {
+						case s == stateHit:
+							require.Equal(t, row, reply, "a hit is the entry the script would serve")
+							want, _ := parseRead(reply)
+							require.Equal(t, stateHit, want)
+						case s == stateAbsent:
+							require.Equal(t, "N", reply)
+						case s == stateBypass && fenced:
+							require.Equal(t, "B", reply)
+						case s == stateBypass:
+							require.True(t, e.plugin.ownLease(values[0]), "a bypass without a table fence is this process's lease: %q", values[0])
+							require.Equal(t, row, reply)
+						case s == stateCorrupt:
+							require.Equal(t, row, reply, "the script serves a corrupt entry as it is; the reader reclaims it")
+							want, _ := parseRead(reply)
+							require.Equal(t, stateCorrupt, want)
+						case s == stateAsk:
+							require.NotEqual(t, "B", reply, "the snapshot saw no table fence")
+							if st, _ := parseRead(reply); st == stateHit {
+								t.Fatalf("the script served %q, which the snapshot did not", reply)
+							}
+						default:
+							t.Fatalf("unexpected state %d", s)
+						}
+						if name == "entry" && !fenced && hasGen {
+							require.Equal(t, stateHit, states[0])
+						}
+						if name == "absence" && !fenced && hasGen {
+							require.Equal(t, stateAbsent, states[0])
+						}
+					})
+				}
+			}
 		}
 	})
 }

@@ -354,7 +354,7 @@ func TestRace5LostFinish(t *testing.T) {
 			forEachRacingMode(t, func(t *testing.T, b backend, m commitMode) {
 				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				hook := &faultHook{}
-				e.rdb.AddHook(hook)
+				hookPlugin(e.plugin, e.rdb, hook)
 				p, key := newProduct(t, e)
 				warm[Product](t, e, p.ID)
 				hook.afterSend.Store(replyLost)
@@ -496,7 +496,7 @@ func TestRace7Stampede(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		t.Run("oneProcess", func(t *testing.T) {
 			e := newEnv(t, b, cfg, &Product{})
-			counter := countRedis(e.rdb)
+			counter := countRedis(e.rdb, e.plugin)
 			p, key := newProduct(t, e)
 			q := stampede(t, []*env{e}, counter, p.ID, key, n, true)
 			t.Logf("%s: %d concurrent misses in one process (forced: all miss before the fill) made %d database queries", b.name, n, q)
@@ -513,7 +513,7 @@ func TestRace7Stampede(t *testing.T) {
 		t.Run("twoProcesses", func(t *testing.T) {
 			e := newEnv(t, b, cfg, &Product{})
 			twin := twinOf(t, e, cfg, nil)
-			counter := countRedis(e.rdb, twin.rdb)
+			counter := countRedis(e.rdb, e.plugin, twin.rdb, twin.plugin)
 			p, key := newProduct(t, e)
 			q := stampede(t, []*env{e, twin}, counter, p.ID, key, n, true)
 			t.Logf("%s: %d concurrent misses over two processes (forced) made %d database queries", b.name, n, q)

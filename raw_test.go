@@ -77,7 +77,7 @@ func TestRawExecIsDetected(t *testing.T) {
 		}
 
 		// A raw SELECT costs no Redis round trip and changes nothing.
-		calls := countRedis(w.rdb)
+		calls := countRedis(w.rdb, w.plugin)
 		var n int64
 		require.NoError(t, w.db.Raw("SELECT count(*) FROM "+table).Scan(&n).Error)
 		require.NoError(t, w.db.Exec("SELECT 1").Error)

@@ -10,11 +10,12 @@ import (
 	"gorm.io/gorm/callbacks"
 )
 
-// The read path. A pure primary-key lookup asks Redis once (one script per
-// key, pipelined) and either assembles the result from the entries or, if
-// any key missed, runs the statement against the database once and fills
-// the keys it holds leases on. Everything else goes to the database as if
-// the plugin were not there.
+// The read path. A pure primary-key lookup asks Redis once (one MGET of
+// each key with its shard's generation and fence) and either assembles the
+// result from the entries or, if any key missed, takes the leases it can
+// (the lease script), runs the statement against the database once and
+// fills the keys it holds leases on. Everything else goes to the database
+// as if the plugin were not there.
 
 // query replaces gorm:query.
 func (p *Plugin) query(db *gorm.DB) {
@@ -32,6 +33,9 @@ func (p *Plugin) query(db *gorm.DB) {
 	p.serve(db, &lk)
 }
 
+// serve answers a lookup. The hit path is one MGET and nothing else: no
+// script, no lease id, no flight, no timer (see snapshot). Only when some
+// key is not a hit does the statement become a miss (serveMiss).
 func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 	ctx := db.Statement.Context
 	n := len(lk.refs)
@@ -41,41 +45,117 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 		return
 	}
 
-	leaseID := p.newToken()
-	fl := p.flights.start(leaseID)
-	defer p.flights.end(fl)
-
 	// A statement of a few keys keeps its per-key state on the stack.
 	var small struct {
 		states  [4]readState
 		entries [4][]byte
-		replies [4]string
+		values  [4]string
 	}
-	states, entries, replies := small.states[:], small.entries[:], small.replies[:]
+	states, entries, values := small.states[:], small.entries[:], small.values[:]
 	if n > len(small.states) {
-		states, entries, replies = make([]readState, n), make([][]byte, n), make([]string, n)
+		states, entries, values = make([]readState, n), make([][]byte, n), make([]string, n)
 	}
-	states, entries, replies = states[:n], entries[:n], replies[:n]
-	if err := p.readKeys(ctx, lk.refs, lk.mi.fpArg, leaseID, replies); err != nil {
+	states, entries, values = states[:n], entries[:n], values[:n]
+	if err := p.snapshot(ctx, lk.refs, lk.mi.fp, states, entries, values); err != nil {
 		p.stats.redisErrors.Add(1)
 		p.stats.bypasses.Add(1)
 		callbacks.Query(db)
 		return
 	}
-	for i, r := range replies {
-		states[i], entries[i] = p.classify(ctx, lk, i, r, leaseID)
+	if allServed(states) {
+		if err := p.assemble(db, lk, states, entries); err == nil {
+			p.stats.hits.Add(uint64(n))
+			return
+		}
+		// An entry passed its checksum and still does not fit the model (a
+		// Scanner or codec changed without the layout): reclaim the entries,
+		// so that the database read replaces them instead of leaving them
+		// to fail every read until they expire.
+		p.stats.decodeErrors.Add(1)
+		for i, s := range states {
+			if s == stateHit {
+				states[i] = stateCorrupt
+			}
+		}
+	} else {
+		for _, s := range states {
+			if s == stateCorrupt {
+				p.stats.decodeErrors.Add(1)
+			}
+		}
+	}
+	p.serveMiss(db, lk, states, entries, values)
+}
+
+// allServed reports whether every key is a hit or a cached absence.
+func allServed(states []readState) bool {
+	for _, s := range states {
+		if s != stateHit && s != stateAbsent {
+			return false
+		}
+	}
+	return true
+}
+
+// serveMiss goes on with a lookup the hit read could not serve whole: it
+// draws a lease id, asks the lease script about the keys the hit read
+// could not decide, reclaims corrupt entries, waits briefly for fills in
+// flight, and, if some key is still not served, reads the database once
+// for the whole statement and fills the keys it holds leases on. values
+// holds each key's row value as the hit read saw it.
+func (p *Plugin) serveMiss(db *gorm.DB, lk *lookup, states []readState, entries [][]byte, values []string) {
+	ctx := db.Statement.Context
+	n := len(lk.refs)
+	leaseID := p.newToken()
+	fl := p.flights.start(leaseID)
+	defer p.flights.end(fl)
+
+	// The keys the hit read could not decide, in one round trip.
+	var ask []int
+	for i, s := range states {
+		if s == stateAsk {
+			ask = append(ask, i)
+		}
+	}
+	if len(ask) > 0 {
+		sub, again := lk.refs, values
+		if len(ask) < n {
+			sub, again = make([]keyRef, len(ask)), make([]string, len(ask))
+			for j, i := range ask {
+				sub[j] = lk.refs[i]
+			}
+		}
+		if err := p.leaseKeys(ctx, sub, lk.mi.fpArg, leaseID, again); err != nil {
+			p.stats.redisErrors.Add(1)
+			for _, i := range ask {
+				states[i] = stateBypass
+			}
+		} else {
+			for j, i := range ask {
+				values[i] = again[j]
+				states[i], entries[i] = p.classify(ctx, lk, i, again[j], leaseID)
+			}
+		}
+	}
+	for i, s := range states {
+		if s == stateCorrupt {
+			states[i] = stateBypass
+			if p.reclaim(ctx, lk.refs[i].key, values[i], leaseID) {
+				states[i] = stateLeased
+			}
+		}
 	}
 
 	// Rows another statement of this process is filling: wait for its fill.
 	for i, s := range states {
-		if s == stateBypass && p.ownLease(replies[i]) {
-			if leaseIDOf(replies[i]) == leaseID {
+		if s == stateBypass && p.ownLease(values[i]) {
+			if leaseIDOf(values[i]) == leaseID {
 				// Our own lease: the client retried the script after its
 				// first reply was lost, and the first run took the lease.
 				states[i] = stateLeased
 				continue
 			}
-			if e, absent, ok := p.flights.wait(ctx, lk.refs[i].key.row, leaseIDOf(replies[i]), p.cfg.LeaseTTL); ok {
+			if e, absent, ok := p.flights.wait(ctx, lk.refs[i].key.row, leaseIDOf(values[i]), p.cfg.LeaseTTL); ok {
 				states[i], entries[i] = stateHit, e
 				if absent {
 					states[i] = stateAbsent
@@ -84,28 +164,18 @@ func (p *Plugin) serve(db *gorm.DB, lk *lookup) {
 		}
 	}
 
-	p.awaitForeignFills(ctx, lk, leaseID, states, entries, replies)
+	p.awaitForeignFills(ctx, lk, leaseID, states, entries, values)
 
-	all := true
-	for _, s := range states {
-		if s != stateHit && s != stateAbsent {
-			all = false
-			break
-		}
-	}
-	if all {
+	if allServed(states) {
 		if err := p.assemble(db, lk, states, entries); err == nil {
 			p.stats.hits.Add(uint64(n))
 			return
 		}
 		p.stats.decodeErrors.Add(1)
-		// An entry passed its checksum and still does not fit the model (a
-		// Scanner or codec changed without the layout): take the lease on
-		// the entries, if they are still the ones read, so that the
-		// database read below replaces them instead of leaving them to
-		// fail every read until they expire.
+		// As in serve: reclaim the entries that do not fit the model, if
+		// they are still the ones read.
 		for i, s := range states {
-			if s == stateHit && p.reclaim(ctx, lk.refs[i].key, replies[i], leaseID) {
+			if s == stateHit && p.reclaim(ctx, lk.refs[i].key, values[i], leaseID) {
 				states[i] = stateLeased
 			}
 		}
@@ -169,7 +239,7 @@ func (p *Plugin) awaitForeignFills(ctx context.Context, lk *lookup, leaseID stri
 			sub[j] = lk.refs[i]
 		}
 		again := make([]string, len(idx))
-		if err := p.readKeys(ctx, sub, lk.mi.fpArg, leaseID, again); err != nil {
+		if err := p.leaseKeys(ctx, sub, lk.mi.fpArg, leaseID, again); err != nil {
 			p.stats.redisErrors.Add(1)
 			return
 		}
@@ -180,7 +250,7 @@ func (p *Plugin) awaitForeignFills(ctx context.Context, lk *lookup, leaseID stri
 	}
 }
 
-// classify interprets one reply of the read script: an entry that cannot
+// classify interprets one reply of the lease script: an entry that cannot
 // be used is counted, and its lease taken to replace it.
 func (p *Plugin) classify(ctx context.Context, lk *lookup, i int, reply, leaseID string) (readState, []byte) {
 	state, entry := parseRead(reply)

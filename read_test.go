@@ -74,6 +74,66 @@ func TestCorruptEntriesAreMissesAndReplaced(t *testing.T) {
 	})
 }
 
+// TestJunkInARowKeyIsReplaced: a value the protocol never writes (bytes
+// it does not know, an empty string, or a lease, fence or "C" without a
+// TTL: the protocol sets one on each) must not send every read to the
+// database forever. The read replaces it like a corrupt entry: it reads
+// the database once, fills, and is served from then on. A fence with its
+// TTL, which a writer in flight holds, is left alone.
+func TestJunkInARowKeyIsReplaced(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{})
+		ctx := context.Background()
+		p := Product{Name: "lamp", Price: 1999}
+		require.NoError(t, e.db.Create(&p).Error)
+		key := rowKeyOf(t, e, &p)
+		good := peek(t, e, key)
+		require.True(t, strings.HasPrefix(good, "V"), "the write stored the row: %q", good)
+		gen := good[1:strings.IndexByte(good, '|')]
+
+		cases := map[string]string{
+			"garbage":                 "\x00\xffjunk",
+			"empty string":            "",
+			"unknown leading byte":    "Zsomething",
+			"lease without a TTL":     "Lfeedfacecafebeef.1|" + gen,
+			"fence without a TTL":     "Ffeedfacecafebeef.2",
+			"contended without a TTL": "C",
+		}
+		for name, junk := range cases {
+			t.Run(name, func(t *testing.T) {
+				require.NoError(t, e.rdb.Set(ctx, key, junk, 0).Err())
+				e.queries()
+				decodeErrors := e.plugin.Stats().DecodeErrors
+
+				var got Product
+				require.NoError(t, e.db.First(&got, p.ID).Error)
+				require.Equal(t, "lamp", got.Name)
+				require.Equal(t, int64(1), e.queries(), "the read used the database")
+				require.Greater(t, e.plugin.Stats().DecodeErrors, decodeErrors, "the junk is counted")
+				require.Equal(t, good, peek(t, e, key), "the junk was replaced by the row")
+
+				var again Product
+				require.NoError(t, e.db.First(&again, p.ID).Error)
+				require.Zero(t, e.queries(), "and is served from then on")
+				require.Equal(t, got, again)
+			})
+		}
+
+		t.Run("fence with its TTL", func(t *testing.T) {
+			fence := "Ffeedfacecafebeef.3"
+			require.NoError(t, e.rdb.Set(ctx, key, fence, time.Minute).Err())
+			e.queries()
+			for i := 0; i < 2; i++ {
+				var got Product
+				require.NoError(t, e.db.First(&got, p.ID).Error)
+				require.Equal(t, "lamp", got.Name)
+				require.Equal(t, int64(1), e.queries(), "a fenced key is read from the database")
+			}
+			require.Equal(t, fence, peek(t, e, key), "a writer's fence is never replaced by a reader")
+		})
+	})
+}
+
 func flipByte(s string, i int) string {
 	b := []byte(s)
 	b[i] ^= 0x20

@@ -72,7 +72,7 @@ func TestPolicyStrictFenceReplyLost(t *testing.T) {
 			t.Run(m.name, func(t *testing.T) {
 				e := newEnvWith(t, b, Config{}, m.gcfg(), &Product{})
 				hook := &faultHook{}
-				e.rdb.AddHook(hook)
+				hookPlugin(e.plugin, e.rdb, hook)
 				p, key := newProduct(t, e)
 				warm[Product](t, e, p.ID)
 				hook.afterSend.Store(true)
@@ -278,7 +278,7 @@ func TestWriteFailedHookInAutoCommit(t *testing.T) {
 // trips per statement whatever the batch size.
 func TestWriteBatches(t *testing.T) {
 	forEachWriteMode(t, []any{&Item{}}, func(t *testing.T, w *writeEnv) {
-		redisCalls := countRedis(w.rdb)
+		redisCalls := countRedis(w.rdb, w.plugin)
 		// Warm up: load the scripts, and cache "not found" for every key the
 		// batches below will be given (a fresh table numbers from 1).
 		seedItems(t, w, 1)
