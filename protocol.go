@@ -318,7 +318,11 @@ gen(KEYS[1])
 redis.call('INCR', KEYS[1])
 touchGen(KEYS[1])
 local f = redis.call('GET', KEYS[2])
-if f and f ~= '' and not hasToken(f, ARGV[1]) then f = f .. ',' .. ARGV[1] else f = ARGV[1] end
+if not f or f == '' then
+  f = ARGV[1]
+elseif not hasToken(f, ARGV[1]) then
+  f = f .. ',' .. ARGV[1]
+end
 redis.call('SET', KEYS[2], f, 'PX', ARGV[2])
 return genRepaired
 `

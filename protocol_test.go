@@ -467,3 +467,88 @@ func TestInvalidateKeepsALiveFence(t *testing.T) {
 		}
 	})
 }
+
+// The fence-set rules of docs/protocol.md section 4.1, script by script:
+// a fence joins another writer's instead of replacing it, the same token
+// twice is one token, no finish stores over a marked set, the last token
+// out drops the key, and table fences hold their tokens the same way.
+func TestFenceSets(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		ctx := context.Background()
+		e := newEnv(t, b, Config{TableShards: 1}, &Product{})
+		mi, err := e.plugin.modelOf(&Product{})
+		require.NoError(t, err)
+		p := e.plugin
+		row := func(id int) rowWrite {
+			return rowWrite{key: mi.key(e.prefix, 1, []string{fmt.Sprint(id)}), kind: kindValue, fp: mi.fp, entry: []byte("entry"), ttl: time.Minute}
+		}
+		a, bb := p.newToken(), p.newToken()
+		fence := func(token string, ws ...rowWrite) []rowWrite {
+			t.Helper()
+			require.NoError(t, p.fence(ctx, token, ws))
+			return ws
+		}
+
+		// One writer alone stores.
+		w := fence(a, row(1))
+		require.Equal(t, "F"+a, peek(t, e, w[0].key.row))
+		p.finishWrites(ctx, a, w, nil)
+		require.True(t, strings.HasPrefix(peek(t, e, w[0].key.row), "V"))
+
+		// Two writers: a marked set; neither stores; the last out drops.
+		wa := fence(a, row(2))
+		wb := fence(bb, row(2))
+		k := wa[0].key.row
+		require.Equal(t, "F!"+a+","+bb, peek(t, e, k))
+		fence(bb, row(2))
+		require.Equal(t, "F!"+a+","+bb, peek(t, e, k), "the same token twice is one token")
+		ttl := e.rdb.PTTL(ctx, k).Val()
+		p.finishWrites(ctx, bb, wb, nil)
+		require.Equal(t, "F!"+a, peek(t, e, k), "the finish took its own token out and stored nothing")
+		require.Greater(t, e.rdb.PTTL(ctx, k).Val(), time.Duration(0))
+		require.LessOrEqual(t, e.rdb.PTTL(ctx, k).Val(), ttl, "the set keeps its TTL")
+		p.finishWrites(ctx, a, wa, nil)
+		require.Equal(t, "", peek(t, e, k), "the last token out drops the key")
+
+		// A finish whose fence is gone marks the set others took since.
+		wa = fence(a, row(3))
+		k = wa[0].key.row
+		require.NoError(t, e.rdb.Del(ctx, k).Err(), "a's fence is evicted")
+		wb = fence(bb, row(3))
+		p.finishWrites(ctx, a, wa, nil)
+		require.Equal(t, "F!"+bb, peek(t, e, k), "marked, b's fence kept")
+		p.finishWrites(ctx, bb, wb, nil)
+		require.Equal(t, "", peek(t, e, k), "b drops instead of storing")
+
+		// A finish that finds no fence at all writes C; a release leaves it.
+		wa = fence(a, row(4))
+		k = wa[0].key.row
+		require.NoError(t, e.rdb.Del(ctx, k).Err())
+		rel := append([]rowWrite(nil), wa...)
+		rel[0].kind = kindRelease
+		p.finishWrites(ctx, a, rel, nil)
+		require.Equal(t, "", peek(t, e, k), "a release touches nothing but its own fence")
+		p.finishWrites(ctx, a, wa, nil)
+		require.Equal(t, "C", peek(t, e, k))
+
+		// A rolled-back writer's release takes only its own token out.
+		wa = fence(a, row(5))
+		wb = fence(bb, row(5))
+		k = wa[0].key.row
+		rel = append([]rowWrite(nil), wa...)
+		rel[0].kind = kindRelease
+		p.finishWrites(ctx, a, rel, nil)
+		require.Equal(t, "F!"+bb, peek(t, e, k))
+
+		// Table fences: tokens join; each finish takes its own out.
+		tables := mi.allShards(p)
+		require.NoError(t, p.fenceTables(ctx, a, tables))
+		require.NoError(t, p.fenceTables(ctx, bb, tables))
+		require.NoError(t, p.fenceTables(ctx, a, tables))
+		require.Equal(t, a+","+bb, peek(t, e, tables[0].fence))
+		p.finishWrites(ctx, a, nil, tables)
+		require.Equal(t, bb, peek(t, e, tables[0].fence), "the other table-level write still holds the fence")
+		p.finishWrites(ctx, bb, nil, tables)
+		require.Equal(t, "", peek(t, e, tables[0].fence))
+	})
+}
