@@ -809,3 +809,49 @@ func BenchmarkWriteOne(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFenceFinish measures the Redis side of a write statement alone:
+// the fence and the finish of n rows (no database), on the first backend's
+// Redis (a real one when WT_REDIS_ADDR is set). It isolates what the
+// per-shard scripts change from the database's own, much noisier, cost.
+//
+//	go test -run '^$' -bench BenchmarkFenceFinish -count 6 .
+func BenchmarkFenceFinish(b *testing.B) {
+	bes := benchBackends(b)
+	be := bes[len(bes)-1]
+	for _, n := range []int{1, 100, 1000} {
+		b.Run(fmt.Sprintf("rows=%d", n), func(b *testing.B) {
+			e := newEnv(b, be, Config{}, &Item{})
+			mi, err := e.plugin.modelOf(&Item{})
+			require.NoError(b, err)
+			ctx := context.Background()
+			entry := make([]byte, 60)
+			writes := make([]rowWrite, n)
+			write := func() {
+				for j := range writes {
+					writes[j] = rowWrite{key: mi.key(e.prefix, e.plugin.cfg.TableShards, []string{strconv.Itoa(j + 1)}),
+						kind: kindValue, fp: mi.fp, entry: entry, ttl: time.Hour}
+				}
+				token := e.plugin.newToken()
+				if err := e.plugin.fence(ctx, token, writes); err != nil {
+					b.Fatal(err)
+				}
+				e.plugin.finishWrites(ctx, token, writes, nil)
+			}
+			write() // loads the scripts
+			before := e.plugin.Stats().WritesThrough
+			rc := countRedis(e.rdb)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				write()
+			}
+			b.StopTimer()
+			if got := e.plugin.Stats().WritesThrough - before; got != uint64(n*b.N) {
+				b.Fatalf("%d rows written through, want %d", got, n*b.N)
+			}
+			trips, cmds := rc.take()
+			b.ReportMetric(float64(trips)/float64(b.N), "redis/op")
+			b.ReportMetric(float64(len(cmds))/float64(b.N), "scripts/op")
+		})
+	}
+}

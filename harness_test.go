@@ -730,7 +730,9 @@ type redisCounter struct {
 	mu    sync.Mutex
 	trips int
 	cmds  []string
-	reads atomic.Int64
+	// scripts holds, per round trip, how many script calls it carried.
+	scripts []int
+	reads   atomic.Int64
 }
 
 // countRedis installs one redisCounter on every client given, and on the
@@ -796,9 +798,14 @@ func (c *redisCounter) add(cmds ...redis.Cmder) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.trips++
+	n := 0
 	for _, cmd := range cmds {
 		c.cmds = append(c.cmds, cmd.Name())
+		if name := strings.ToLower(cmd.Name()); name == "evalsha" || name == "eval" {
+			n++
+		}
 	}
+	c.scripts = append(c.scripts, n)
 }
 
 func (c *redisCounter) noteRead(cmd redis.Cmder, err error) {
@@ -812,8 +819,18 @@ func (c *redisCounter) take() (int, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	trips, cmds := c.trips, c.cmds
-	c.trips, c.cmds = 0, nil
+	c.trips, c.cmds, c.scripts = 0, nil, nil
 	return trips, cmds
+}
+
+// takeScripts returns, per round trip since the last take, how many script
+// calls it carried, and resets the count like take.
+func (c *redisCounter) takeScripts() []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	scripts := c.scripts
+	c.trips, c.cmds, c.scripts = 0, nil, nil
+	return scripts
 }
 
 // keysUnder lists the Redis keys that start with prefix (SCAN, not KEYS:

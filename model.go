@@ -70,6 +70,7 @@ func (p *Plugin) newModelInfo(s *schema.Schema) *modelInfo {
 			return mi
 		case d > 0:
 			mi.ttl.ttl = d
+			p.noteEntryTTL(d)
 		}
 	}
 	if len(s.PrimaryFields) == 0 {

@@ -79,6 +79,10 @@ type Plugin struct {
 	// leaseMSArg is Config.LeaseTTL in milliseconds as a read-script
 	// argument, formatted and boxed once.
 	leaseMSArg any
+	// genTTLms is the generation TTL in milliseconds (a string), boxed
+	// once; it grows when a model with a longer CacheTTL appears (see
+	// genTTLArg).
+	genTTLms atomic.Value
 }
 
 // New returns a plugin that caches through client. The config is validated
@@ -95,6 +99,7 @@ func New(client redis.UniversalClient, cfg Config) *Plugin {
 		c.AddHook(cloneRouter{})
 	}
 	p.leaseMSArg = strconvMS(p.cfg.LeaseTTL)
+	p.noteEntryTTL(p.cfg.TTL)
 	p.token = randomToken()
 	p.dirty.init()
 	return p

@@ -3,6 +3,7 @@ package writethrough
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 	"unsafe"
@@ -29,18 +30,77 @@ import (
 // served or filled. Every script below touches the keys of one shard only.
 
 // genLua defines gen(k): the shard generation at k. A missing generation
-// (never set, or evicted under an allkeys-* policy) must not read as a value
-// an older entry could carry, or that entry would be served again; it is
-// set to the server's clock in microseconds, which is beyond any value the
-// lost counter reached unless it was bumped more than once a microsecond.
+// (never set, expired, or evicted under an allkeys-* policy) must not read
+// as a value an older entry could carry, or that entry would be served
+// again; it is set to the server's clock in microseconds, which is beyond
+// any value the lost counter reached unless it was bumped more than once a
+// microsecond. A value that is not a decimal integer INCR can count up
+// (someone else wrote the key) is replaced the same way, and genRepaired
+// set, so that table-level writes keep working and the repair is counted.
+//
+// A script that knows the generation TTL sets genTTL (ms) before calling
+// gen: a generation created then gets that TTL, and touchGen(k) refreshes
+// it once less than half of it is left (a write per half-TTL per shard, not
+// per call). Scripts that store an entry or move a generation touch it, so
+// a generation outlives every entry stored under it (genTTL is at least
+// twice the longest entry TTL) and expires only when its shard has been
+// idle that long; its expiry is then a loss like any other (above).
 const genLua = `
+local genTTL
+local genRepaired = 0
 local function gen(k)
   local g = redis.call('GET', k)
-  if g then return g end
+  if g then
+    if (g == '0' or string.match(g, '^[1-9][0-9]*$')) and #g <= 18 then return g end
+    genRepaired = 1
+  end
   local t = redis.call('TIME')
   g = string.format('%.0f', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-  redis.call('SET', k, g)
+  if genTTL then
+    redis.call('SET', k, g, 'PX', genTTL)
+  else
+    redis.call('SET', k, g)
+  end
   return g
+end
+local function touchGen(k)
+  if not genTTL then return end
+  local t = redis.call('PTTL', k)
+  if t == -1 or (t >= 0 and t < genTTL / 2) then redis.call('PEXPIRE', k, genTTL) end
+end
+`
+
+// fenceSetLua defines the helpers for fence sets. A row key fenced by one
+// writer holds F<token>; a writer that fences a key another writer's fence
+// still holds adds its token instead of replacing it, and marks the set
+// with '!': F!<token>,<token>... While any token of a marked set is there,
+// a write that may commit has not finished, so no finish stores over it;
+// the finish of the last token drops the key instead (docs/protocol.md,
+// "fence sets"). A table fence key holds its tokens the same way, without
+// the F and the mark.
+//
+// KEEPTTL is not used, so that Redis before 6.0 runs the scripts: keepPX
+// rewrites a key with the TTL it has left (or fallback ms when it has none).
+const fenceSetLua = `
+local function hasToken(list, tok)
+  return string.find(',' .. list .. ',', ',' .. tok .. ',', 1, true) ~= nil
+end
+local function dropToken(list, tok)
+  local out = {}
+  local had = false
+  for t in string.gmatch(list, '[^,]+') do
+    if t == tok then had = true else out[#out + 1] = t end
+  end
+  return table.concat(out, ','), had
+end
+local function fenceBody(v)
+  if string.sub(v, 2, 2) == '!' then return string.sub(v, 3), true end
+  return string.sub(v, 2), false
+end
+local function keepPX(k, v, fallback)
+  local t = redis.call('PTTL', k)
+  if t <= 0 then t = fallback end
+  redis.call('SET', k, v, 'PX', t)
 end
 `
 
@@ -55,9 +115,11 @@ end
 // else (a lease, a fence, "C", each with its TTL) when the caller must read
 // the database without filling.
 //
-// KEYS: row, gen, fence. ARGV: lease id, lease TTL ms, fingerprint.
+// KEYS: row, gen, fence. ARGV: lease id, lease TTL ms, fingerprint,
+// generation TTL ms.
 var leaseScript = redis.NewScript(genLua + `
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'B' end
+genTTL = tonumber(ARGV[4])
 local g = gen(KEYS[2])
 local v = redis.call('GET', KEYS[1])
 local granted = 'G'
@@ -78,6 +140,7 @@ if v then
     granted = 'X'
   end
 end
+touchGen(KEYS[2])
 redis.call('SET', KEYS[1], 'L' .. ARGV[1] .. '|' .. g, 'PX', ARGV[2])
 return granted
 `)
@@ -86,11 +149,14 @@ return granted
 // decode, provided the entry is still exactly that one. It returns "G" or
 // "B" as leaseScript does.
 //
-// KEYS: row, gen, fence. ARGV: the undecodable entry, lease id, lease TTL ms.
+// KEYS: row, gen, fence. ARGV: the undecodable entry, lease id, lease TTL
+// ms, generation TTL ms.
 var reclaimScript = redis.NewScript(genLua + `
 if redis.call('EXISTS', KEYS[3]) == 1 then return 'B' end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 'B' end
+genTTL = tonumber(ARGV[4])
 local g = gen(KEYS[2])
+touchGen(KEYS[2])
 redis.call('SET', KEYS[1], 'L' .. ARGV[2] .. '|' .. g, 'PX', ARGV[3])
 return 'G'
 `)
@@ -102,17 +168,19 @@ return 'G'
 // It returns 1 when it stored the entry.
 //
 // KEYS: row, gen, fence. ARGV: lease id, kind (V, N or D), TTL ms,
-// fingerprint, entry.
+// fingerprint, entry, generation TTL ms.
 var fillScript = redis.NewScript(genLua + `
 local v = redis.call('GET', KEYS[1])
 if not v or string.sub(v, 1, 1) ~= 'L' then return 0 end
 local p = string.find(v, '|', 2, true)
 if not p or string.sub(v, 2, p - 1) ~= ARGV[1] then return 0 end
 local g = string.sub(v, p + 1)
+genTTL = tonumber(ARGV[6])
 if ARGV[2] == 'D' or redis.call('EXISTS', KEYS[3]) == 1 or gen(KEYS[2]) ~= g then
   redis.call('DEL', KEYS[1])
   return 0
 end
+touchGen(KEYS[2])
 if ARGV[2] == 'N' then
   redis.call('SET', KEYS[1], 'N' .. g, 'PX', ARGV[3])
 else
@@ -121,88 +189,184 @@ end
 return 1
 `)
 
-// finishScript runs after the outermost COMMIT. If the key still holds the
-// writer's own fence, it stores the row's new state (kind V or N) or, for
-// kind D, drops the fence so the next read fills from the database; it also
-// drops instead of storing when a table-level write began after the fence.
-// If the key holds anything else, another writer or an expiry raced this one,
-// and it writes "C" so readers use the database until it expires.
-// It returns 1 stored, 2 dropped, 0 contended.
+// fenceScript takes a writer's fence on every row key of one shard and
+// returns the shard's generation as it was when the fences landed, and 1
+// if the generation key held junk and was replaced (see genLua). A key
+// that already holds another writer's fence keeps it: the token joins the
+// fence set, which is marked (see fenceSetLua).
 //
-// KEYS: row, gen, fence. ARGV: token, generation read at fence time, kind,
-// TTL ms, fingerprint, entry, contended TTL ms.
-var finishScript = redis.NewScript(genLua + `
-if redis.call('GET', KEYS[1]) ~= 'F' .. ARGV[1] then
-  redis.call('SET', KEYS[1], 'C', 'PX', ARGV[7])
-  return 0
-end
-if ARGV[3] == 'D' or redis.call('EXISTS', KEYS[3]) == 1 or gen(KEYS[2]) ~= ARGV[2] then
-  redis.call('DEL', KEYS[1])
-  return 2
-end
-if ARGV[3] == 'N' then
-  redis.call('SET', KEYS[1], 'N' .. ARGV[2], 'PX', ARGV[4])
-else
-  redis.call('SET', KEYS[1], 'V' .. ARGV[2] .. '|' .. ARGV[5] .. ARGV[6], 'PX', ARGV[4])
-end
-return 1
-`)
-
-// releaseScript drops the writer's own fence after a rollback.
-//
-// KEYS: row. ARGV: token.
-var releaseScript = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == 'F' .. ARGV[1] then redis.call('DEL', KEYS[1]) return 1 end
-return 0
-`)
-
-// tableFinishScript ends a table-level write: it bumps the shard's
-// generation once more (fills taken while an overlapping table write was in
-// flight must not survive this one) and drops the fence if it is its own.
-//
-// KEYS: gen, fence. ARGV: token.
-var tableFinishScript = redis.NewScript(genLua + `
-gen(KEYS[1])
-redis.call('INCR', KEYS[1])
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
-return 1
-`)
-
-// fenceScript takes a writer's fence on a row and returns the shard's
-// generation as it was when the fence landed.
-//
-// KEYS: row, gen. ARGV: token, lock TTL ms.
+// KEYS: row..., gen, fence (every row key of the shard the statement
+// fences). ARGV: token, lock TTL ms, generation TTL ms.
 var fenceScript = redis.NewScript(fenceScriptSrc)
 
-const fenceScriptSrc = genLua + `
-redis.call('SET', KEYS[1], 'F' .. ARGV[1], 'PX', ARGV[2])
-return gen(KEYS[2])
+const fenceScriptSrc = genLua + fenceSetLua + `
+local n = #KEYS - 2
+local own = 'F' .. ARGV[1]
+for i = 1, n do
+  local v = redis.call('GET', KEYS[i])
+  local nv = own
+  if v and v ~= own and string.byte(v, 1) == 70 then
+    local body = fenceBody(v)
+    if hasToken(body, ARGV[1]) then
+      nv = v
+    elseif body == '' then
+      nv = 'F!' .. ARGV[1]
+    else
+      nv = 'F!' .. body .. ',' .. ARGV[1]
+    end
+  end
+  redis.call('SET', KEYS[i], nv, 'PX', ARGV[2])
+end
+genTTL = tonumber(ARGV[3])
+local g = gen(KEYS[n + 1])
+touchGen(KEYS[n + 1])
+return {g, genRepaired}
 `
 
-// tableFenceScript starts a table-level write on one shard: the generation
-// is bumped (no entry of the shard is served any more) and the fence key
-// stops fills until the write finishes or the fence expires.
+// finishScript ends a statement's or transaction's writes on one shard,
+// after the outermost COMMIT (or the ROLLBACK). For each row key, by kind:
 //
-// KEYS: gen, fence. ARGV: token, lock TTL ms.
+//   - V or N, and the key still holds exactly the writer's own fence: the
+//     row's new state is stored, unless a table-level write began after the
+//     fence (the table fence exists or the generation moved): then the key
+//     is dropped. Kind D drops it in any case.
+//   - the key holds a fence set with the writer's token (another writer
+//     fenced it meanwhile): the token is taken out and nothing is stored,
+//     since the others may still commit; the last token out drops the key.
+//   - the key holds a fence set without the writer's token (its fence
+//     expired, or was evicted, and others fenced since): the set is marked,
+//     so that its last writer drops instead of storing.
+//   - anything else (a value, a lease, "C", nothing): the key is set to "C"
+//     so readers use the database until it expires.
+//   - R (rolled back): the writer's own token is taken out, or its own
+//     fence dropped; nothing else is touched.
+//
+// With ARGV[5] = "1" it then ends the writer's table-level write on the
+// shard: the generation is bumped once more (fills taken while an
+// overlapping table write was in flight must not survive this one) and the
+// token leaves the table fence.
+//
+// It returns, per row key, 1 stored (R: released), 2 dropped, 0 contended;
+// then 1 if the generation key held junk and was replaced.
+//
+// KEYS: row..., gen, fence. ARGV: token, contended TTL ms, lock TTL ms,
+// generation TTL ms, "1" or "0" (table finish), then per row key five:
+// generation at fence time, kind, TTL ms, fingerprint, entry.
+var finishScript = redis.NewScript(genLua + fenceSetLua + `
+local n = #KEYS - 2
+local tok = ARGV[1]
+local own = 'F' .. tok
+local tabled = redis.call('EXISTS', KEYS[n + 2]) == 1
+genTTL = tonumber(ARGV[4])
+local g
+local out = {}
+for i = 1, n do
+  local a = 5 + (i - 1) * 5
+  local k, fg, kind = KEYS[i], ARGV[a + 1], ARGV[a + 2]
+  local v = redis.call('GET', k)
+  local r = 0
+  if v == own then
+    if kind == 'R' then
+      redis.call('DEL', k)
+      r = 1
+    else
+      if not g then g = gen(KEYS[n + 1]) end
+      if kind == 'D' or tabled or g ~= fg then
+        redis.call('DEL', k)
+        r = 2
+      elseif kind == 'N' then
+        redis.call('SET', k, 'N' .. fg, 'PX', ARGV[a + 3])
+        r = 1
+      else
+        redis.call('SET', k, 'V' .. fg .. '|' .. ARGV[a + 4] .. ARGV[a + 5], 'PX', ARGV[a + 3])
+        r = 1
+      end
+    end
+  elseif v and string.byte(v, 1) == 70 then
+    local body, marked = fenceBody(v)
+    local rest, had = dropToken(body, tok)
+    if had then
+      if rest == '' then redis.call('DEL', k) else keepPX(k, 'F!' .. rest, ARGV[3]) end
+      if kind == 'R' then r = 1 end
+    elseif kind ~= 'R' and not marked then
+      keepPX(k, 'F!' .. body, ARGV[3])
+    end
+  elseif kind ~= 'R' then
+    redis.call('SET', k, 'C', 'PX', ARGV[2])
+  end
+  out[i] = r
+end
+if ARGV[5] == '1' then
+  gen(KEYS[n + 1])
+  redis.call('INCR', KEYS[n + 1])
+  local f = redis.call('GET', KEYS[n + 2])
+  if f then
+    local rest, had = dropToken(f, tok)
+    if had then
+      if rest == '' then redis.call('DEL', KEYS[n + 2]) else keepPX(KEYS[n + 2], rest, ARGV[3]) end
+    end
+  end
+end
+if g or ARGV[5] == '1' then touchGen(KEYS[n + 1]) end
+out[n + 1] = genRepaired
+return out
+`)
+
+// tableFenceScript starts a table-level write on one shard: the generation
+// is bumped (no entry of the shard is served any more) and the token joins
+// the fence key, which stops fills until every table-level write in it
+// finishes or the fence expires. It returns 1 if the generation key held
+// junk and was replaced, else 0.
+//
+// KEYS: gen, fence. ARGV: token, lock TTL ms, generation TTL ms.
 var tableFenceScript = redis.NewScript(tableFenceScriptSrc)
 
-const tableFenceScriptSrc = genLua + `
+const tableFenceScriptSrc = genLua + fenceSetLua + `
+genTTL = tonumber(ARGV[3])
 gen(KEYS[1])
 redis.call('INCR', KEYS[1])
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-return 1
+touchGen(KEYS[1])
+local f = redis.call('GET', KEYS[2])
+if not f or f == '' then
+  f = ARGV[1]
+elseif not hasToken(f, ARGV[1]) then
+  f = f .. ',' .. ARGV[1]
+end
+redis.call('SET', KEYS[2], f, 'PX', ARGV[2])
+return genRepaired
 `
 
 // bumpScript bumps a shard's generation: every entry of the shard stops
-// being served, and fills that began before are dropped.
+// being served, and fills that began before are dropped. It returns 1 if
+// the generation key held junk and was replaced, else 0.
 //
-// KEYS: gen.
+// KEYS: gen. ARGV: generation TTL ms.
 var bumpScript = redis.NewScript(genLua + `
+genTTL = tonumber(ARGV[1])
 gen(KEYS[1])
-return redis.call('INCR', KEYS[1])
+redis.call('INCR', KEYS[1])
+touchGen(KEYS[1])
+return genRepaired
 `)
 
-var allScripts = []*redis.Script{leaseScript, reclaimScript, fillScript, finishScript, releaseScript, tableFinishScript, fenceScript, tableFenceScript, bumpScript}
+// poisonScript marks a row key contended: "C" replaces a value, a lease or
+// nothing, so no fill that began before can land. A fence (set) stays, and
+// is marked, so that its writers drop the key instead of storing: replacing
+// it would end their crash protection (docs/protocol.md, fence sets).
+//
+// KEYS: row. ARGV: contended TTL ms, lock TTL ms.
+var poisonScript = redis.NewScript(fenceSetLua + `
+local v = redis.call('GET', KEYS[1])
+if v and string.byte(v, 1) == 70 then
+  local body, marked = fenceBody(v)
+  if not marked then keepPX(KEYS[1], 'F!' .. body, ARGV[2]) end
+  return 0
+end
+redis.call('SET', KEYS[1], 'C', 'PX', ARGV[1])
+return 1
+`)
+
+var allScripts = []*redis.Script{leaseScript, reclaimScript, fillScript, finishScript, fenceScript, tableFenceScript, bumpScript, poisonScript}
 
 // sink is where a round trip's commands go: the client itself for a lone
 // command, a pipeline for several.
@@ -597,9 +761,9 @@ func stringBytes(s string) []byte {
 // fingerprint argument (modelInfo.fpArg).
 func (p *Plugin) leaseKeys(ctx context.Context, refs []keyRef, fp any, leaseID string, replies []string) error {
 	// Arguments every key of the statement shares are boxed once.
-	lease, leaseMS := any(leaseID), p.leaseMSArg
+	lease, leaseMS, genMS := any(leaseID), p.leaseMSArg, p.genTTLArg()
 	cmds, err := p.roundTrip(ctx, p.cfg.ReadTimeout, true, len(refs), func(ctx context.Context, s sink, i int) redis.Cmder {
-		return s.Do(ctx, leaseArgs(refs[i].key, lease, leaseMS, fp)...)
+		return s.Do(ctx, leaseArgs(refs[i].key, lease, leaseMS, fp, genMS)...)
 	})
 	if err != nil {
 		return err
@@ -615,19 +779,19 @@ var leaseScriptSHA any = leaseScript.Hash()
 
 // leaseArgs is the EVALSHA command of the lease script for one key. It is
 // what leaseScript.EvalSha sends, built with the arguments shared by a
-// statement's keys (lease id, lease TTL, fingerprint) and by a shard's
-// (generation and fence keys) boxed once instead of per key.
-func leaseArgs(k rowKey, lease, leaseMS, fp any) []any {
+// statement's keys (lease id, lease TTL, fingerprint, generation TTL) and
+// by a shard's (generation and fence keys) boxed once instead of per key.
+func leaseArgs(k rowKey, lease, leaseMS, fp, genMS any) []any {
 	if k.shard == nil {
-		return []any{"evalsha", leaseScriptSHA, 3, k.row, k.gen, k.fence, lease, leaseMS, fp}
+		return []any{"evalsha", leaseScriptSHA, 3, k.row, k.gen, k.fence, lease, leaseMS, fp, genMS}
 	}
-	return []any{"evalsha", leaseScriptSHA, 3, k.row, k.shard.genArg, k.shard.fenceArg, lease, leaseMS, fp}
+	return []any{"evalsha", leaseScriptSHA, 3, k.row, k.shard.genArg, k.shard.fenceArg, lease, leaseMS, fp, genMS}
 }
 
 // reclaim takes the lease on a key holding an entry that cannot be decoded.
 func (p *Plugin) reclaim(ctx context.Context, k rowKey, entry, leaseID string) bool {
 	cmds, err := p.roundTrip(ctx, p.cfg.ReadTimeout, true, 1, func(ctx context.Context, s sink, _ int) redis.Cmder {
-		return reclaimScript.EvalSha(ctx, s, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL))
+		return reclaimScript.EvalSha(ctx, s, []string{k.row, k.gen, k.fence}, entry, leaseID, strconvMS(p.cfg.LeaseTTL), p.genTTLArg())
 	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)
@@ -669,10 +833,11 @@ func (p *Plugin) storeFills(ctx context.Context, leaseID, fp string, fills []row
 	if p.cfg.ReadTimeout > 0 {
 		timeout = p.cfg.ReadTimeout
 	}
+	genMS := p.genTTLArg()
 	cmds, err := p.roundTrip(context.WithoutCancel(ctx), timeout, false, len(fills), func(ctx context.Context, s sink, i int) redis.Cmder {
 		f := &fills[i]
 		return fillScript.EvalSha(ctx, s, []string{f.key.row, f.key.gen, f.key.fence},
-			leaseID, string(f.kind), strconvMS(f.ttl), fp, f.entry)
+			leaseID, string(f.kind), strconvMS(f.ttl), fp, f.entry, genMS)
 	})
 	if err != nil {
 		return err
@@ -695,22 +860,66 @@ type rowWrite struct {
 	ttl   time.Duration
 }
 
-// fence takes the writer's fence on every key in one round trip, and
-// records each shard's generation as it was when the fence landed.
+// shardGroups groups the indexes of writes by shard (their generation key),
+// in the order the shards first appear: each group is one script call.
+func shardGroups(writes []rowWrite) [][]int {
+	if len(writes) == 1 {
+		return [][]int{{0}}
+	}
+	at := make(map[string]int)
+	var groups [][]int
+	for i, w := range writes {
+		g, ok := at[w.key.gen]
+		if !ok {
+			g = len(groups)
+			at[w.key.gen] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups
+}
+
+// shardKeys lists the row keys of one shard's writes followed by the
+// shard's generation and table fence keys: the KEYS of the fence and
+// finish scripts.
+func shardKeys(writes []rowWrite, group []int) []string {
+	keys := make([]string, 0, len(group)+2)
+	for _, i := range group {
+		keys = append(keys, writes[i].key.row)
+	}
+	k := writes[group[0]].key
+	return append(keys, k.gen, k.fence)
+}
+
+// fence takes the writer's fence on every key in one round trip, one script
+// call per shard, and records each shard's generation as it was when the
+// fences landed.
 func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) error {
-	lockMS := strconvMS(p.cfg.LockTTL)
-	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(writes), func(ctx context.Context, s sink, i int) redis.Cmder {
-		return fenceScript.EvalSha(ctx, s, []string{writes[i].key.row, writes[i].key.gen}, token, lockMS)
+	if len(writes) == 0 {
+		return nil
+	}
+	groups := shardGroups(writes)
+	lockMS, genMS := strconvMS(p.cfg.LockTTL), p.genTTLArg()
+	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(groups), func(ctx context.Context, s sink, i int) redis.Cmder {
+		return fenceScript.EvalSha(ctx, s, shardKeys(writes, groups[i]), token, lockMS, genMS)
 	})
 	if err != nil {
 		return err
 	}
 	for i, c := range cmds {
-		g, err := c.(*redis.Cmd).Text()
+		reply, err := c.(*redis.Cmd).Slice()
 		if err != nil {
 			return err
 		}
-		writes[i].gen = g
+		g, ok := reply[0].(string)
+		if len(reply) != 2 || !ok {
+			return fmt.Errorf("writethrough: unexpected fence reply %v", reply)
+		}
+		p.noteRepaired(reply[1])
+		for _, j := range groups[i] {
+			writes[j].gen = g
+		}
 	}
 	return nil
 }
@@ -719,19 +928,25 @@ func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) err
 // bumped (every entry of the shard stops being served) and the fence key
 // stops fills until the write finishes or the fence expires.
 func (p *Plugin) fenceTables(ctx context.Context, token string, tables []tableShard) error {
-	lockMS := strconvMS(p.cfg.LockTTL)
-	_, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(tables), func(ctx context.Context, s sink, i int) redis.Cmder {
-		return tableFenceScript.EvalSha(ctx, s, []string{tables[i].gen, tables[i].fence}, token, lockMS)
+	lockMS, genMS := strconvMS(p.cfg.LockTTL), p.genTTLArg()
+	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(tables), func(ctx context.Context, s sink, i int) redis.Cmder {
+		return tableFenceScript.EvalSha(ctx, s, []string{tables[i].gen, tables[i].fence}, token, lockMS, genMS)
 	})
-	if err == nil {
-		p.stats.invalidations.Add(uint64(len(tables)))
+	if err != nil {
+		return err
 	}
-	return err
+	p.stats.invalidations.Add(uint64(len(tables)))
+	for _, c := range cmds {
+		p.noteRepaired(c.(*redis.Cmd).Val())
+	}
+	return nil
 }
 
 // finishWrites publishes or releases fenced rows and ends table-level
-// writes, in one round trip. A failure leaves the fences to expire, which is
-// safe: readers use the database until then.
+// writes, in one round trip: one finish script call per shard, carrying
+// every row of that shard and, when the writer also fenced the shard
+// table-level, the end of that table fence. A failure leaves the fences to
+// expire, which is safe: readers use the database until then.
 func (p *Plugin) finishWrites(ctx context.Context, token string, writes []rowWrite, tables []tableShard) {
 	if len(writes) == 0 && len(tables) == 0 {
 		return
@@ -739,63 +954,148 @@ func (p *Plugin) finishWrites(ctx context.Context, token string, writes []rowWri
 	if p.hooks != nil && p.hooks.beforeFinish != nil && !p.hooks.beforeFinish() {
 		return // a test pretends the process died here
 	}
-	lockMS := strconvMS(p.cfg.ContendedTTL)
-	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(writes)+len(tables), func(ctx context.Context, s sink, i int) redis.Cmder {
-		if i >= len(writes) {
-			t := tables[i-len(writes)]
-			return tableFinishScript.EvalSha(ctx, s, []string{t.gen, t.fence}, token)
+	var groups [][]int
+	if len(writes) > 0 {
+		groups = shardGroups(writes)
+	}
+	// A table shard is finished in the call of its rows, or in one of its own.
+	tableAt := make(map[string]bool, len(tables))
+	for _, t := range tables {
+		tableAt[t.gen] = true
+	}
+	calls := make([]finishCall, 0, len(groups)+len(tables))
+	for _, g := range groups {
+		gen := writes[g[0]].key.gen
+		calls = append(calls, finishCall{rows: g, keys: shardKeys(writes, g), table: tableAt[gen]})
+		delete(tableAt, gen)
+	}
+	for _, t := range tables {
+		if tableAt[t.gen] {
+			calls = append(calls, finishCall{keys: []string{t.gen, t.fence}, table: true})
+			delete(tableAt, t.gen)
 		}
-		w := &writes[i]
-		if w.kind == kindRelease {
-			return releaseScript.EvalSha(ctx, s, []string{w.key.row}, token)
+	}
+	contendedMS, lockMS, genMS := strconvMS(p.cfg.ContendedTTL), strconvMS(p.cfg.LockTTL), p.genTTLArg()
+	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(calls), func(ctx context.Context, s sink, i int) redis.Cmder {
+		c := &calls[i]
+		table := "0"
+		if c.table {
+			table = "1"
 		}
-		return finishScript.EvalSha(ctx, s, []string{w.key.row, w.key.gen, w.key.fence},
-			token, w.gen, string(w.kind), strconvMS(w.ttl), w.fp, w.entry, lockMS)
+		args := make([]any, 0, 5+5*len(c.rows))
+		args = append(args, token, contendedMS, lockMS, genMS, table)
+		for _, j := range c.rows {
+			w := &writes[j]
+			args = append(args, w.gen, string(w.kind), strconvMS(w.ttl), w.fp, w.entry)
+		}
+		return finishScript.EvalSha(ctx, s, c.keys, args...)
 	})
 	if err != nil {
 		p.stats.redisErrors.Add(1)
 		p.cfg.Logger.WarnContext(ctx, "writethrough: finishing writes failed; their keys are read from the database until Config.LockTTL passes", "error", err)
 		return
 	}
-	for i, w := range writes {
-		if w.kind == kindRelease {
+	for i, cmd := range cmds {
+		reply, _ := cmd.(*redis.Cmd).Slice()
+		rows := calls[i].rows
+		if len(reply) != len(rows)+1 {
+			p.stats.redisErrors.Add(1)
 			continue
 		}
-		n, _ := cmds[i].(*redis.Cmd).Int()
-		if n == 1 {
-			p.stats.writesThrough.Add(1)
-		} else {
-			p.stats.invalidations.Add(1)
+		p.noteRepaired(reply[len(rows)])
+		for k, j := range rows {
+			if writes[j].kind == kindRelease {
+				continue
+			}
+			if n, _ := reply[k].(int64); n == 1 {
+				p.stats.writesThrough.Add(1)
+			} else {
+				p.stats.invalidations.Add(1)
+			}
 		}
 	}
+}
+
+// finishCall is one finish script call: the rows of one shard (indexes
+// into the writes being finished) and its keys, and whether it also ends
+// the writer's table-level write on that shard.
+type finishCall struct {
+	rows  []int
+	keys  []string
+	table bool
 }
 
 // bump bumps the generation of every shard named by gens, in one round
 // trip: every entry of those shards stops being served, and fills that
 // began before are dropped.
 func (p *Plugin) bump(ctx context.Context, gens []string) error {
-	_, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(gens), func(ctx context.Context, s sink, i int) redis.Cmder {
-		return bumpScript.EvalSha(ctx, s, []string{gens[i]})
+	genMS := p.genTTLArg()
+	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(gens), func(ctx context.Context, s sink, i int) redis.Cmder {
+		return bumpScript.EvalSha(ctx, s, []string{gens[i]}, genMS)
 	})
-	if err == nil {
-		p.stats.invalidations.Add(uint64(len(gens)))
+	if err != nil {
+		return err
 	}
-	return err
+	p.stats.invalidations.Add(uint64(len(gens)))
+	for _, c := range cmds {
+		p.noteRepaired(c.(*redis.Cmd).Val())
+	}
+	return nil
 }
 
-// poison marks row keys contended ("C"), in one round trip: any entry,
-// lease or fence on them is replaced, so no fill that began before can
-// land, and readers use the database until it expires. Shard generation
+// poison marks row keys contended ("C"), in one round trip: any entry or
+// lease on them is replaced, so no fill that began before can land, and
+// readers use the database until it expires; a fence stays and is marked,
+// so that its writers drop the key instead of storing. Shard generation
 // keys among them (see isGenKey) are bumped instead.
 func (p *Plugin) poison(ctx context.Context, keys []string) error {
-	_, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(keys), func(ctx context.Context, s sink, i int) redis.Cmder {
+	contendedMS, lockMS, genMS := strconvMS(p.cfg.ContendedTTL), strconvMS(p.cfg.LockTTL), p.genTTLArg()
+	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(keys), func(ctx context.Context, s sink, i int) redis.Cmder {
 		if isGenKey(keys[i]) {
-			return bumpScript.EvalSha(ctx, s, []string{keys[i]})
+			return bumpScript.EvalSha(ctx, s, []string{keys[i]}, genMS)
 		}
-		return s.Set(ctx, keys[i], "C", p.cfg.ContendedTTL)
+		return poisonScript.EvalSha(ctx, s, []string{keys[i]}, contendedMS, lockMS)
 	})
-	if err == nil {
-		p.stats.invalidations.Add(uint64(len(keys)))
+	if err != nil {
+		return err
 	}
-	return err
+	p.stats.invalidations.Add(uint64(len(keys)))
+	for i, c := range cmds {
+		if isGenKey(keys[i]) {
+			p.noteRepaired(c.(*redis.Cmd).Val())
+		}
+	}
+	return nil
+}
+
+// noteRepaired counts a script's report that a shard's generation key held
+// something other than a generation and was replaced (see genLua).
+func (p *Plugin) noteRepaired(flag any) {
+	if n, _ := flag.(int64); n == 1 {
+		p.stats.generationsRepaired.Add(1)
+		p.cfg.Logger.Warn("writethrough: a shard's generation key held a value that is not a generation; replaced it")
+	}
+}
+
+// genTTLArg is the generation TTL in milliseconds, as a script argument:
+// twice the longest entry TTL this plugin can write (with jitter) and at
+// least twice LockTTL, so that a generation outlives every entry and fence
+// stored under it while it is refreshed (see genLua).
+func (p *Plugin) genTTLArg() any { return p.genTTLms.Load() }
+
+// noteEntryTTL raises the generation TTL to cover entries of lifetime d.
+func (p *Plugin) noteEntryTTL(d time.Duration) {
+	if p.cfg.TTLJitter > 0 {
+		d += time.Duration(p.cfg.TTLJitter * float64(d))
+	}
+	want := 2 * max(d, p.cfg.LockTTL, p.cfg.NotFoundTTL)
+	for {
+		cur := p.genTTLms.Load()
+		if cur != nil && parseMS(cur.(string)) >= want.Milliseconds() {
+			return
+		}
+		if p.genTTLms.CompareAndSwap(cur, any(strconvMS(want))) {
+			return
+		}
+	}
 }

@@ -137,8 +137,12 @@ func TestRace1StaleFill(t *testing.T) {
 }
 
 // Race 2: two writers commit v1 then v2 but their cache writes land v2 then
-// v1. The late finish must not store v1: the key becomes CONTENDED and
-// readers get v2 from the database.
+// v1. The late finish must not store v1. The second writer fenced over the
+// first's live fence, so its token joined a marked fence set: its own finish
+// must not store either (the first writer may still commit, or may have
+// died after COMMIT), and leaves the key fenced by the first; the first
+// writer's finish, the last token out, drops the key. Readers get v2 from
+// the database throughout.
 func TestRace2ReorderedWriters(t *testing.T) {
 	forEachRacingMode(t, func(t *testing.T, b backend, m commitMode) {
 		e := newEnvWith(t, b, Config{ContendedTTL: 5 * time.Second}, m.gcfg(), &Product{})
@@ -154,15 +158,17 @@ func TestRace2ReorderedWriters(t *testing.T) {
 		require.Equal(t, int64(200), dbPrice(t, e, p.ID), "the first writer committed")
 
 		require.NoError(t, m.commit(e, setPrice(p.ID, 300)), "the second writer commits and finishes")
-		require.True(t, strings.HasPrefix(peek(t, e, key), "V"))
+		require.True(t, strings.HasPrefix(peek(t, e, key), "F!"), "the first writer's fence is still there: the second finish stored nothing, key holds %q", abbrev(peek(t, e, key)))
+		got, hit := readPrice(t, e, p.ID)
+		require.Equal(t, int64(300), got)
+		require.False(t, hit)
 		g.open()
 		require.NoError(t, recvErr(t, first))
 
-		require.Equal(t, "C", peek(t, e, key), "the late finish marks the key contended")
-		got, hit := readPrice(t, e, p.ID)
+		require.Equal(t, "", peek(t, e, key), "the last finish drops the key")
+		got, hit = readPrice(t, e, p.ID)
 		require.Equal(t, int64(300), got, "never the older value")
 		require.False(t, hit)
-		expireKey(t, e, key, e.plugin.cfg.ContendedTTL)
 		requireFresh(t, e, p.ID, 300, true)
 	})
 }
@@ -205,8 +211,8 @@ func TestRace3BeforeCommit(t *testing.T) {
 	})
 }
 
-// Race 3b: a rollback publishes nothing, and a rollback's late release does
-// not remove a newer writer's value.
+// Race 3b: a rollback publishes nothing, and a rollback's late release
+// leaves no older state behind a newer writer's.
 func TestRace3AfterRollback(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b backend) {
 		e := newEnv(t, b, Config{}, &Product{})
@@ -232,9 +238,10 @@ func TestRace3AfterRollback(t *testing.T) {
 		require.False(t, hit)
 
 		require.NoError(t, setPrice(p.ID, 300)(e.db), "a newer writer commits meanwhile")
+		require.True(t, strings.HasPrefix(peek(t, e, key), "F!"), "the newer writer fenced over the rolled-back one's fence: it cannot know that one will not commit, and stores nothing")
 		g.open()
 		require.ErrorIs(t, recvErr(t, rolledBack), errRollback)
-		require.True(t, strings.HasPrefix(peek(t, e, key), "V"), "the late release left the newer value alone")
+		require.Equal(t, "", peek(t, e, key), "the late release, the last token out, drops the key")
 		requireFresh(t, e, p.ID, 300, true)
 	})
 }
@@ -685,5 +692,98 @@ func TestRace9SchemaSkew(t *testing.T) {
 		require.NoError(t, newBin.db.Model(&GadgetV2{ID: g.ID}).Update("stock", 7).Error, "a write from the new binary")
 		check(200, 7)
 		require.NotZero(t, newBin.plugin.Stats().DecodeErrors+oldBin.plugin.Stats().DecodeErrors, "entries of the other layout were seen and replaced")
+	})
+}
+
+// A fence over another writer's live fence (docs/protocol.md, fence sets):
+// auto-commit writer A fences and stalls before its SQL; writer B (another
+// process, in every commit mode) fences the same row, commits 200 and
+// finishes; then A's SQL commits 300 and A dies before its finish. Had B's
+// fence replaced A's, B's finish would have stored 200 over its own fence
+// and 200 would be served after 300 committed (P4 broken). B's token joins
+// A's in a marked fence set instead, so B stores nothing and the key stays
+// fenced until A's fence expires.
+func TestRaceFenceOverLiveFence(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		for _, m := range racingModes() {
+			t.Run(m.name, func(t *testing.T) {
+				e := newEnvWith(t, b, Config{}, &gorm.Config{SkipDefaultTransaction: true}, &Product{})
+				other := twinOf(t, e, Config{}, m.gcfg())
+				p, key := newProduct(t, e)
+				warm[Product](t, e, p.ID)
+				g := newGate()
+				var crashed atomic.Bool
+				e.plugin.hooks = &testHooks{
+					afterFence:   g.pass, // A stops between its fence and its SQL
+					beforeFinish: func() bool { return !crashed.Load() },
+				}
+				a := goWrite(func() error { return setPrice(p.ID, 300)(e.db) })
+				g.await(t)
+				require.True(t, strings.HasPrefix(peek(t, e, key), "F"), "A fenced the row")
+
+				require.NoError(t, m.commit(other, setPrice(p.ID, 200)), "B commits and finishes")
+				afterB := peek(t, e, key)
+
+				crashed.Store(true) // A dies after its COMMIT, before its finish
+				g.open()
+				require.NoError(t, recvErr(t, a))
+				require.Equal(t, int64(300), dbPrice(t, e, p.ID))
+				for _, r := range []*env{e, other} {
+					got, hit := readPrice(t, r, p.ID)
+					require.Equal(t, int64(300), got, "never the state from before A's commit")
+					require.False(t, hit)
+				}
+				require.True(t, strings.HasPrefix(afterB, "F!"), "A's fence still held the key (marked) after B finished; it held %q", abbrev(afterB))
+				crashed.Store(false)
+				expireKey(t, e, key, e.plugin.cfg.LockTTL)
+				requireFresh(t, e, p.ID, 300, true)
+			})
+		}
+	})
+}
+
+// The same for table-level writes: A's table fence stalls before its SQL,
+// B's table-level write runs whole (its table fence joins A's), then a
+// reader misses. Had B's table fence replaced A's and its finish deleted
+// it, the reader would take a lease, read the state before A's commit and
+// fill it, and A's commit, followed by A's death, would leave it cached.
+func TestRaceTableFenceOverLiveTableFence(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnvWith(t, b, Config{TableShards: 1}, &gorm.Config{SkipDefaultTransaction: true}, &Product{})
+		other := twinOf(t, e, Config{TableShards: 1}, nil)
+		p, _ := newProduct(t, e)
+		warm[Product](t, e, p.ID)
+		g := newGate()
+		var crashed atomic.Bool
+		e.plugin.hooks = &testHooks{
+			afterFence:   g.pass,
+			beforeFinish: func() bool { return !crashed.Load() },
+		}
+		byCondition := func(price int64) func(*gorm.DB) error {
+			return func(db *gorm.DB) error {
+				return db.Model(&Product{}).Where("price > ?", 0).Update("price", price).Error
+			}
+		}
+		a := goWrite(func() error { return byCondition(300)(e.db) })
+		g.await(t)
+		require.NoError(t, byCondition(200)(other.db), "B's table-level write")
+		got, hit := readPrice(t, other, p.ID)
+		require.Equal(t, int64(200), got)
+		require.False(t, hit, "A's table fence is still there: no lease, no fill")
+
+		crashed.Store(true)
+		g.open()
+		require.NoError(t, recvErr(t, a))
+		for _, r := range []*env{e, other} {
+			got, hit := readPrice(t, r, p.ID)
+			require.Equal(t, int64(300), got, "never the state from before A's commit")
+			require.False(t, hit)
+		}
+		crashed.Store(false)
+		mi, err := e.plugin.modelOf(&Product{})
+		require.NoError(t, err)
+		_, fence := mi.shardKeys(e.prefix, 0)
+		expireKey(t, e, fence, e.plugin.cfg.LockTTL)
+		requireFresh(t, e, p.ID, 300, true)
 	})
 }

@@ -23,11 +23,16 @@ type Stats struct {
 	// DecodeErrors counts cache entries that could not be decoded (corrupt or
 	// written by another layout); they were treated as misses and replaced.
 	DecodeErrors uint64
+	// GenerationsRepaired counts shard generation keys found holding
+	// something other than a generation (written by someone else) and
+	// replaced, as a lost generation is (docs/protocol.md, section 4.2).
+	GenerationsRepaired uint64
 }
 
 // counters holds the live values behind Stats.
 type counters struct {
 	hits, misses, fills, bypasses, writesThrough, invalidations, redisErrors, decodeErrors atomic.Uint64
+	generationsRepaired                                                                    atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -40,5 +45,7 @@ func (c *counters) snapshot() Stats {
 		Invalidations: c.invalidations.Load(),
 		RedisErrors:   c.redisErrors.Load(),
 		DecodeErrors:  c.decodeErrors.Load(),
+
+		GenerationsRepaired: c.generationsRepaired.Load(),
 	}
 }

@@ -35,6 +35,12 @@ func strconvMS(d time.Duration) string {
 	return strconv.FormatInt(ms, 10)
 }
 
+// parseMS reads what strconvMS wrote.
+func parseMS(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
+
 // testHooks lets tests stop the protocol at exact points to force a race.
 // It is nil in production.
 type testHooks struct {
@@ -42,4 +48,5 @@ type testHooks struct {
 	beforeFill   func(row string) // a lookup read the database and is about to fill
 	afterCommit  func()           // COMMIT returned; the finish is not sent yet
 	beforeFinish func() bool      // return false to skip the finish (a crash)
+	afterFence   func()           // an auto-commit statement fenced its keys; its SQL has not run
 }

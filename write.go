@@ -109,7 +109,9 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 			}
 			if err := p.fenceTables(ctx, st.token, st.tables); err != nil {
 				p.fenceFailed(db, nil, err, genKeys(st.tables))
+				return
 			}
+			p.fenced()
 			return
 		}
 		writes := make([]rowWrite, len(refs))
@@ -123,6 +125,14 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 		for _, w := range writes {
 			st.fenced[w.key.row] = w
 		}
+		p.fenced()
+	}
+}
+
+// fenced is the test seam after an auto-commit statement's fences landed.
+func (p *Plugin) fenced() {
+	if p.hooks != nil && p.hooks.afterFence != nil {
+		p.hooks.afterFence()
 	}
 }
 
