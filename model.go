@@ -39,16 +39,7 @@ type modelInfo struct {
 	ttl      ttlOverride
 	tableEsc string          // escaped table name
 	fields   []*schema.Field // the fields an entry stores, in order
-	// scans says, per stored field, how a database read hands it its
-	// column (see scanMode); decode goes the same way.
-	scans []scanMode
-	// textAsBytes: the driver returns text columns as []byte (MySQL), so
-	// a Scanner is given []byte from the cache too.
-	textAsBytes bool
-	pks         []*schema.Field
-	// pkPos holds, per primary-key field, its index in fields, so a decoded
-	// entry's key can be checked against the key it was read under.
-	pkPos []int
+	pks      []*schema.Field
 	intKeys  bool   // every key part is an integer: absences may be cached safely
 	fp       string // fingerprint of the layout, part of every entry
 	fpArg    any    // fp boxed once, as a command argument
@@ -56,6 +47,16 @@ type modelInfo struct {
 	// shardPrefix (Config.Prefix); see shard.
 	shards      []shardKey
 	shardPrefix string
+
+	// scans says, per stored field, how a database read hands it its
+	// column (see scanMode); decode goes the same way.
+	scans []scanMode
+	// textAsBytes: the driver returns text columns as []byte (MySQL), so
+	// a Scanner is given []byte from the cache too.
+	textAsBytes bool
+	// pkPos holds, per primary-key field, its index in fields, so a decoded
+	// entry's key can be checked against the key it was read under.
+	pkPos []int
 }
 
 // models caches modelInfo per schema.
