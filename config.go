@@ -51,6 +51,13 @@ type Config struct {
 	// same value. Default 16.
 	TableShards int
 
+	// MaxEntryBytes bounds the size of one cached row's entry. A row that
+	// encodes larger is not cached: a write invalidates its key instead of
+	// writing it through, a read does not fill it, and an entry over the
+	// limit found in Redis is not decoded but replaced. Each counts in
+	// Stats.Oversized. Default 1 MiB; negative disables the limit.
+	MaxEntryBytes int
+
 	// Codec turns rows into bytes. Default BinaryCodec.
 	Codec Codec
 	// Logger receives the plugin's warnings. Default slog.Default().
@@ -68,6 +75,8 @@ const (
 	defaultReadTimeout  = 100 * time.Millisecond
 	defaultWriteTimeout = time.Second
 	defaultTableShards  = 16
+
+	defaultMaxEntryBytes = 1 << 20
 )
 
 // withDefaults returns the config with every zero field set to its default.
@@ -101,6 +110,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TableShards == 0 {
 		c.TableShards = defaultTableShards
+	}
+	if c.MaxEntryBytes == 0 {
+		c.MaxEntryBytes = defaultMaxEntryBytes
 	}
 	if c.Codec == nil {
 		c.Codec = BinaryCodec{}

@@ -3,9 +3,12 @@ package writethrough
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"reflect"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -251,11 +254,41 @@ func (p *Plugin) encode(ctx context.Context, mi *modelInfo, row reflect.Value) (
 	if err != nil {
 		return nil, err
 	}
+	limit := p.cfg.MaxEntryBytes
+	if limit > 0 && textBytes(values) > limit {
+		// Known too large before paying for the encoding.
+		p.stats.oversized.Add(1)
+		return nil, errEntryTooLarge
+	}
 	b, err := p.cfg.Codec.Append(make([]byte, 0, 64+16*len(values)), values)
 	if err != nil {
 		return nil, err
 	}
-	return sealEntry(b), nil
+	b = sealEntry(b)
+	if limit > 0 && len(b) > limit {
+		p.stats.oversized.Add(1)
+		return nil, errEntryTooLarge
+	}
+	return b, nil
+}
+
+// errEntryTooLarge: a row's entry would exceed Config.MaxEntryBytes; the
+// row is not cached.
+var errEntryTooLarge = errors.New("writethrough: row exceeds Config.MaxEntryBytes; not cached")
+
+// textBytes is the size of the text and byte values among values, a lower
+// bound of any encoding's size.
+func textBytes(values []any) int {
+	n := 0
+	for _, v := range values {
+		switch x := v.(type) {
+		case string:
+			n += len(x)
+		case []byte:
+			n += len(x)
+		}
+	}
+	return n
 }
 
 // values buffers are pooled: the hit path decodes into them and GORM's
@@ -274,4 +307,62 @@ func putValues(b *[]any) {
 	clear((*b)[:cap(*b)])
 	*b = (*b)[:0]
 	valuesPool.Put(b)
+}
+
+// keyMatches reports whether the primary key of a decoded entry is the key
+// the entry was read under (row, a row key of this model). An entry copied
+// from another row's key would otherwise be served as this row. It compares
+// the escaped canonical text of each decoded key value with the key's
+// parts in place, without building a key.
+func (mi *modelInfo) keyMatches(row string, values []any) bool {
+	i := strings.Index(row, "}:k:")
+	if i < 0 {
+		return false
+	}
+	rest := row[i+len("}:k:"):]
+	var num [24]byte
+	for j, pos := range mi.pkPos {
+		if j > 0 {
+			if rest == "" || rest[0] != ':' {
+				return false
+			}
+			rest = rest[1:]
+		}
+		var ok bool
+		switch x := values[pos].(type) {
+		case int64:
+			rest, ok = cutEscaped(rest, strconv.AppendInt(num[:0], x, 10))
+		case uint64:
+			rest, ok = cutEscaped(rest, strconv.AppendUint(num[:0], x, 10))
+		case string:
+			rest, ok = cutEscaped(rest, x)
+		case []byte:
+			rest, ok = cutEscaped(rest, x)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return rest == ""
+}
+
+// cutEscaped reports whether key starts with s as appendEscaped writes it,
+// and returns what follows.
+func cutEscaped[T string | []byte](key string, s T) (string, bool) {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isPlainKeyByte(c) {
+			if key == "" || key[0] != c {
+				return "", false
+			}
+			key = key[1:]
+			continue
+		}
+		if len(key) < 3 || key[0] != '%' || key[1] != hex[c>>4] || key[2] != hex[c&15] {
+			return "", false
+		}
+		key = key[3:]
+	}
+	return key, true
 }

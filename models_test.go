@@ -58,6 +58,12 @@ type Pair struct {
 	V string
 }
 
+// Memo has a text column that can hold a row too large to cache.
+type Memo struct {
+	ID   uint   `gorm:"primaryKey"`
+	Body string `gorm:"type:text"`
+}
+
 // Ticket is a row whose COMMIT the tests make fail.
 type Ticket struct {
 	ID       uint `gorm:"primaryKey"`

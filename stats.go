@@ -23,11 +23,16 @@ type Stats struct {
 	// DecodeErrors counts cache entries that could not be decoded (corrupt or
 	// written by another layout); they were treated as misses and replaced.
 	DecodeErrors uint64
+	// Oversized counts rows not cached because their entry would exceed
+	// Config.MaxEntryBytes (invalidated instead of written through, or not
+	// filled), and entries over that size found in Redis and replaced.
+	Oversized uint64
 }
 
 // counters holds the live values behind Stats.
 type counters struct {
 	hits, misses, fills, bypasses, writesThrough, invalidations, redisErrors, decodeErrors atomic.Uint64
+	oversized                                                                              atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -40,5 +45,6 @@ func (c *counters) snapshot() Stats {
 		Invalidations: c.invalidations.Load(),
 		RedisErrors:   c.redisErrors.Load(),
 		DecodeErrors:  c.decodeErrors.Load(),
+		Oversized:     c.oversized.Load(),
 	}
 }
