@@ -45,6 +45,13 @@ type Config struct {
 	// Default Strict.
 	OnRedisError WritePolicy
 
+	// MaxQueuedInvalidations bounds the keys the Available policy queues
+	// for invalidation while Redis is unreachable. When more would be
+	// queued, the queued keys are replaced by their tables, which are then
+	// invalidated whole (every shard's generation bumped) once Redis
+	// answers. Default 10000.
+	MaxQueuedInvalidations int
+
 	// TableShards is how many Redis Cluster hash slots one table's keys are
 	// spread over. Table-level invalidation touches one key per shard. It is
 	// part of the key layout: every process sharing a Redis must use the
@@ -77,6 +84,8 @@ const (
 	defaultTableShards  = 16
 
 	defaultMaxEntryBytes = 1 << 20
+
+	defaultMaxQueuedInvalidations = 10000
 )
 
 // withDefaults returns the config with every zero field set to its default.
@@ -114,6 +123,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxEntryBytes == 0 {
 		c.MaxEntryBytes = defaultMaxEntryBytes
 	}
+	if c.MaxQueuedInvalidations == 0 {
+		c.MaxQueuedInvalidations = defaultMaxQueuedInvalidations
+	}
 	if c.Codec == nil {
 		c.Codec = BinaryCodec{}
 	}
@@ -142,6 +154,9 @@ func (c Config) validate() error {
 	}
 	if c.TableShards < 1 || c.TableShards > 1024 {
 		errs = append(errs, fmt.Errorf("TableShards must be between 1 and 1024, got %d", c.TableShards))
+	}
+	if c.MaxQueuedInvalidations < 0 {
+		errs = append(errs, fmt.Errorf("MaxQueuedInvalidations must not be negative, got %d", c.MaxQueuedInvalidations))
 	}
 	if c.OnRedisError != Strict && c.OnRedisError != Available {
 		errs = append(errs, fmt.Errorf("OnRedisError: unknown policy %v", c.OnRedisError))

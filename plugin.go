@@ -83,7 +83,7 @@ func New(client redis.UniversalClient, cfg Config) *Plugin {
 	p := &Plugin{rdb: client, cfg: cfg.withDefaults(), ctxDeadlines: honorsDeadlines(client)}
 	p.leaseMSArg = strconvMS(p.cfg.LeaseTTL)
 	p.token = randomToken()
-	p.dirty.init()
+	p.dirty.init(p.cfg.MaxQueuedInvalidations)
 	return p
 }
 
