@@ -76,6 +76,8 @@ func (p *Plugin) model(s *schema.Schema) *modelInfo {
 
 func (p *Plugin) newModelInfo(s *schema.Schema) *modelInfo {
 	mi := &modelInfo{schema: s, tableEsc: string(appendEscaped(nil, s.Table))}
+	// Cached or not, the model's foreign-key actions may write cached tables.
+	p.fks.learn(s)
 	if t, ok := reflect.New(s.ModelType).Interface().(CacheTTLer); ok {
 		switch d := t.CacheTTL(); {
 		case d < 0:

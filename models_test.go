@@ -322,6 +322,67 @@ type User struct {
 	Preferences string
 }
 
+// Foreign-key actions GORM declares and its migrator creates: deleting or
+// re-keying a Parent writes rows of the other tables.
+
+// Parent's deletes cascade to its kids (and their grandkids) and chores,
+// set its pets' ParentID to NULL and drop its join rows; its re-keys
+// cascade to its pets and, by its Code, to its toys (deleted with it).
+type Parent struct {
+	ID    uint   `gorm:"primaryKey"`
+	Code  string `gorm:"size:32;uniqueIndex"`
+	Name  string
+	Kids  []Kid  `gorm:"constraint:OnDelete:CASCADE"`
+	Pets  []Pet  `gorm:"constraint:OnUpdate:CASCADE,OnDelete:SET NULL"`
+	Toys  []Toy  `gorm:"foreignKey:ParentCode;references:Code;constraint:OnUpdate:CASCADE,OnDelete:CASCADE"`
+	Clubs []Club `gorm:"many2many:parent_clubs;constraint:OnDelete:CASCADE"`
+}
+
+// Kid is deleted with its parent, and its grandkids with it.
+type Kid struct {
+	ID        uint `gorm:"primaryKey"`
+	ParentID  uint
+	Name      string
+	Grandkids []Grandkid `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// Grandkid is deleted with its kid.
+type Grandkid struct {
+	ID    uint `gorm:"primaryKey"`
+	KidID uint
+	Name  string
+}
+
+// Pet loses its parent (NULL) when the parent is deleted, and follows it
+// when the parent's key changes.
+type Pet struct {
+	ID       uint `gorm:"primaryKey"`
+	ParentID *uint
+	Name     string
+}
+
+// Toy follows its parent's Code, and is deleted with it.
+type Toy struct {
+	ID         uint   `gorm:"primaryKey"`
+	ParentCode string `gorm:"size:32"`
+	Name       string
+}
+
+// Club is on the other side of Parent's many2many.
+type Club struct {
+	ID   uint `gorm:"primaryKey"`
+	Name string
+}
+
+// Chore declares its constraint on the child side (belongs-to): Parent
+// does not know it.
+type Chore struct {
+	ID       uint `gorm:"primaryKey"`
+	ParentID uint
+	Parent   Parent `gorm:"constraint:OnDelete:CASCADE"`
+	Name     string
+}
+
 // Models of the value-fidelity tests: every kind of field a model commonly has.
 
 // Fidelity has a field of every kind a model commonly has.

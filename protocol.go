@@ -480,6 +480,38 @@ func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) err
 	return nil
 }
 
+// fenceAll fences rows (as fence) and table shards (as fenceTables) in one
+// round trip: a write whose foreign-key actions reach other tables fences
+// them with its own rows.
+func (p *Plugin) fenceAll(ctx context.Context, token string, writes []rowWrite, tables []tableShard) error {
+	if len(tables) == 0 {
+		return p.fence(ctx, token, writes)
+	}
+	if len(writes) == 0 {
+		return p.fenceTables(ctx, token, tables)
+	}
+	lockMS := strconvMS(p.cfg.LockTTL)
+	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(writes)+len(tables), func(ctx context.Context, s sink, i int) redis.Cmder {
+		if i < len(writes) {
+			return fenceScript.EvalSha(ctx, s, []string{writes[i].key.row, writes[i].key.gen}, token, lockMS)
+		}
+		t := tables[i-len(writes)]
+		return tableFenceScript.EvalSha(ctx, s, []string{t.gen, t.fence}, token, lockMS)
+	})
+	if err != nil {
+		return err
+	}
+	for i := range writes {
+		g, err := cmds[i].(*redis.Cmd).Text()
+		if err != nil {
+			return err
+		}
+		writes[i].gen = g
+	}
+	p.stats.invalidations.Add(uint64(len(tables)))
+	return nil
+}
+
 // fenceTables starts a table-level write on every shard: the generation is
 // bumped (every entry of the shard stops being served) and the fence key
 // stops fills until the write finishes or the fence expires.
