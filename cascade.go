@@ -119,6 +119,12 @@ func edgeOf(rel *schema.Relationship) (fkEdge, string, bool) {
 	if rel.Field == nil {
 		return fkEdge{}, "", false
 	}
+	if rel.Type == schema.BelongsTo && rel.FieldSchema != nil {
+		// ParseConstraint reads the other side's relationships, which
+		// parsing another schema may be adding to.
+		rel.FieldSchema.Relationships.Mux.RLock()
+		defer rel.FieldSchema.Relationships.Mux.RUnlock()
+	}
 	c := rel.ParseConstraint()
 	if c == nil || c.Schema == nil || c.ReferenceSchema == nil {
 		return fkEdge{}, "", false

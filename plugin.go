@@ -63,7 +63,7 @@ type Plugin struct {
 	stats    counters
 	flights  flights
 	dirty    dirtyKeys
-	fks      fkIndex // foreign-key actions, by referenced table
+	fks      fkIndex
 	token    string // this process's prefix for lease ids and fence tokens
 	seq      atomic.Uint64
 	warnOnce sync.Once
