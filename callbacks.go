@@ -44,6 +44,7 @@ const (
 	instanceUnnamed = "writethrough:unnamed" // the statement's rows cannot be named
 	instanceSpells  = "writethrough:spells"  // stored spellings of the keys a delete names
 	instanceKeys    = "writethrough:keys"    // the keys an update or delete names, before its SQL
+	instanceFKs     = "writethrough:fks"     // the table shards its foreign-key actions reach
 	instancePending = "writethrough:pending" // fences to finish after GORM's own COMMIT (pendingCommit)
 )
 

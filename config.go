@@ -45,11 +45,25 @@ type Config struct {
 	// Default Strict.
 	OnRedisError WritePolicy
 
+	// MaxQueuedInvalidations bounds the keys the Available policy queues
+	// for invalidation while Redis is unreachable. When more would be
+	// queued, the queued keys are replaced by their tables, which are then
+	// invalidated whole (every shard's generation bumped) once Redis
+	// answers. Default 10000.
+	MaxQueuedInvalidations int
+
 	// TableShards is how many Redis Cluster hash slots one table's keys are
 	// spread over. Table-level invalidation touches one key per shard. It is
 	// part of the key layout: every process sharing a Redis must use the
 	// same value. Default 16.
 	TableShards int
+
+	// MaxEntryBytes bounds the size of one cached row's entry. A row that
+	// encodes larger is not cached: a write invalidates its key instead of
+	// writing it through, a read does not fill it, and an entry over the
+	// limit found in Redis is not decoded but replaced. Each counts in
+	// Stats.Oversized. Default 1 MiB; negative disables the limit.
+	MaxEntryBytes int
 
 	// Codec turns rows into bytes. Default BinaryCodec.
 	Codec Codec
@@ -68,6 +82,10 @@ const (
 	defaultReadTimeout  = 100 * time.Millisecond
 	defaultWriteTimeout = time.Second
 	defaultTableShards  = 16
+
+	defaultMaxEntryBytes = 1 << 20
+
+	defaultMaxQueuedInvalidations = 10000
 )
 
 // withDefaults returns the config with every zero field set to its default.
@@ -102,6 +120,12 @@ func (c Config) withDefaults() Config {
 	if c.TableShards == 0 {
 		c.TableShards = defaultTableShards
 	}
+	if c.MaxEntryBytes == 0 {
+		c.MaxEntryBytes = defaultMaxEntryBytes
+	}
+	if c.MaxQueuedInvalidations == 0 {
+		c.MaxQueuedInvalidations = defaultMaxQueuedInvalidations
+	}
 	if c.Codec == nil {
 		c.Codec = BinaryCodec{}
 	}
@@ -130,6 +154,9 @@ func (c Config) validate() error {
 	}
 	if c.TableShards < 1 || c.TableShards > 1024 {
 		errs = append(errs, fmt.Errorf("TableShards must be between 1 and 1024, got %d", c.TableShards))
+	}
+	if c.MaxQueuedInvalidations < 0 {
+		errs = append(errs, fmt.Errorf("MaxQueuedInvalidations must not be negative, got %d", c.MaxQueuedInvalidations))
 	}
 	if c.OnRedisError != Strict && c.OnRedisError != Available {
 		errs = append(errs, fmt.Errorf("OnRedisError: unknown policy %v", c.OnRedisError))

@@ -3,6 +3,7 @@ package writethrough
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -54,6 +55,90 @@ func TestPolicyAvailableDirtyKeysBypassTheCache(t *testing.T) {
 		expireKey(t, e, key, cfg.ContendedTTL)
 		requireFresh(t, e, p.ID, 200, true)
 	})
+}
+
+// TestPolicyAvailableQueueIsBounded: while Redis refuses writes, concurrent
+// writers queue more keys than MaxQueuedInvalidations. The queue falls back
+// to the tables of the keys (bounded memory), this process reads every row
+// of those tables from the database meanwhile, and once Redis answers the
+// tables are invalidated whole: no entry from before the writes is served.
+func TestPolicyAvailableQueueIsBounded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const bound = 4
+		cfg := Config{OnRedisError: Available, MaxQueuedInvalidations: bound, TableShards: 4}
+		e := newEnv(t, b, cfg, &Product{})
+		hook := &faultHook{}
+		e.rdb.AddHook(hook)
+		const n = 8
+		ids := make([]uint, n+1)
+		for i := range ids {
+			p, _ := newProduct(t, e)
+			ids[i] = p.ID
+		}
+		warm[Product](t, e, toAny(ids)...)
+		untouched := ids[n]
+		writes := func(cmd redis.Cmder) bool {
+			switch strings.ToLower(cmd.Name()) {
+			case "set", "incr", "setnx":
+				return true
+			case "evalsha", "eval": // every script but the lease script
+				args := cmd.Args()
+				return len(args) > 1 && args[1] != leaseScript.Hash()
+			}
+			return false
+		}
+		hook.set(writes)
+		var wg sync.WaitGroup
+		errs := make([]error, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				errs[i] = setPrice(ids[i], 200+int64(i))(e.db)
+			}(i)
+		}
+		wg.Wait()
+		for _, err := range errs {
+			require.NoError(t, err)
+		}
+
+		d := &e.plugin.dirty
+		d.mu.Lock()
+		queued, tables := len(d.keys), len(d.tables)
+		d.mu.Unlock()
+		require.LessOrEqual(t, queued, bound, "the queue holds at most MaxQueuedInvalidations keys")
+		require.Equal(t, 1, tables, "and fell back to the table")
+		for i := 0; i < n; i++ {
+			got, hit := readPrice(t, e, ids[i])
+			require.Equal(t, 200+int64(i), got)
+			require.False(t, hit, "a row of a dirty table is not served from the cache")
+		}
+		_, hit := readPrice(t, e, untouched)
+		require.False(t, hit, "not even one the writes did not name")
+
+		hook.clear()
+		awaitTrue(t, 10*time.Second, "the queued invalidation to land", func() bool {
+			return d.n.Load() == 0
+		})
+		for i := 0; i < n; i++ {
+			got, _ := readPrice(t, e, ids[i])
+			require.Equal(t, 200+int64(i), got, "the committed write is read, not the old entry")
+			// (Keys queued after the fallback were marked contended.)
+			requireFresh(t, e, ids[i], 200+int64(i), false)
+		}
+		misses := e.plugin.Stats().Misses
+		got, _ := readPrice(t, e, untouched)
+		require.Equal(t, int64(100), got)
+		require.Equal(t, misses+1, e.plugin.Stats().Misses, "the table was invalidated whole")
+	})
+}
+
+func toAny[T any](s []T) []any {
+	out := make([]any, len(s))
+	for i, v := range s {
+		out[i] = v
+	}
+	return out
 }
 
 // TestPolicyAvailableInvalidationWaitsForCommit: the fence of a write in a

@@ -3,9 +3,12 @@ package writethrough
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"reflect"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -47,6 +50,16 @@ type modelInfo struct {
 	// shardPrefix (Config.Prefix); see shard.
 	shards      []shardKey
 	shardPrefix string
+
+	// scans says, per stored field, how a database read hands it its
+	// column (see scanMode); decode goes the same way.
+	scans []scanMode
+	// textAsBytes: the driver returns text columns as []byte (MySQL), so
+	// a Scanner is given []byte from the cache too.
+	textAsBytes bool
+	// pkPos holds, per primary-key field, its index in fields, so a decoded
+	// entry's key can be checked against the key it was read under.
+	pkPos []int
 }
 
 // models caches modelInfo per schema.
@@ -63,6 +76,8 @@ func (p *Plugin) model(s *schema.Schema) *modelInfo {
 
 func (p *Plugin) newModelInfo(s *schema.Schema) *modelInfo {
 	mi := &modelInfo{schema: s, tableEsc: string(appendEscaped(nil, s.Table))}
+	// Cached or not, the model's foreign-key actions may write cached tables.
+	p.fks.learn(s)
 	if t, ok := reflect.New(s.ModelType).Interface().(CacheTTLer); ok {
 		switch d := t.CacheTTL(); {
 		case d < 0:
@@ -89,13 +104,27 @@ func (p *Plugin) newModelInfo(s *schema.Schema) *modelInfo {
 	}
 	h := fnv.New64a()
 	fmt.Fprintf(h, "%s|%s|", p.cfg.Codec.Name(), s.Table)
+	mi.pkPos = make([]int, len(mi.pks))
+	stored := 0
 	for _, f := range s.Fields {
 		if f.DBName == "" || !f.Readable {
 			continue
 		}
+		for i, pk := range mi.pks {
+			if pk == f {
+				mi.pkPos[i] = len(mi.fields)
+				stored++
+			}
+		}
 		mi.fields = append(mi.fields, f)
+		mi.scans = append(mi.scans, scanModeOf(f))
 		fmt.Fprintf(h, "%s %s %s %s|", f.DBName, f.DataType, f.FieldType, f.TagSettings["SERIALIZER"])
 	}
+	if stored != len(mi.pks) {
+		mi.reason = "a primary-key field is not stored"
+		return mi
+	}
+	mi.textAsBytes = p.db != nil && p.db.Dialector.Name() == "mysql"
 	mi.fp = fmt.Sprintf("%016x", h.Sum64())[:fingerprintLen]
 	mi.fpArg = mi.fp
 	mi.buildShards(p.cfg.Prefix, p.cfg.TableShards)
@@ -137,32 +166,71 @@ func (mi *modelInfo) values(ctx context.Context, rv reflect.Value, dst []any) ([
 	return dst, nil
 }
 
-// set writes values into the stored fields of rv, through GORM's own
-// setters, so Scanner and serializer fields behave as on a database read.
+// set writes values into the stored fields of rv the way a database read
+// does (see setField), so Scanner and serializer fields behave as on a
+// database read.
 func (mi *modelInfo) set(ctx context.Context, rv reflect.Value, values []any) error {
 	for i, f := range mi.fields {
-		if err := setField(ctx, f, rv, values[i]); err != nil {
+		if err := setField(ctx, f, mi.scans[i], mi.textAsBytes, rv, values[i]); err != nil {
 			return fmt.Errorf("writethrough: %s.%s: %w", mi.schema.Name, f.Name, err)
 		}
 	}
 	return nil
 }
 
-// setField sets one field from a column value. A serializer field's setter
-// decodes the column only when it comes wrapped in the field's own scanner,
-// as GORM's rows.Scan leaves it; a bare value would be taken for the
-// field's Go value (and a JSON text does not fit a map).
-func setField(ctx context.Context, f *schema.Field, rv reflect.Value, v any) error {
-	if f.Serializer == nil {
+// scanMode is how GORM's scan of a row hands a field its column: it scans
+// the column into a value from the field's NewValuePool (database/sql then
+// calls that value's Scanner, or for a pointer to a Scanner type allocates
+// one unless the column is NULL) and passes that value to the field's
+// setter. Fields whose pool value is no Scanner get the column itself.
+type scanMode uint8
+
+const (
+	scanNone     scanMode = iota // the setter takes the column value
+	scanDirect                   // the pool value is a sql.Scanner (serializers too)
+	scanIndirect                 // the pool value is **T and *T is a sql.Scanner
+)
+
+var scannerType = reflect.TypeFor[sql.Scanner]()
+
+func scanModeOf(f *schema.Field) scanMode {
+	sv := f.NewValuePool.Get()
+	defer f.NewValuePool.Put(sv)
+	if _, ok := sv.(sql.Scanner); ok {
+		return scanDirect
+	}
+	if t := reflect.TypeOf(sv); t != nil && t.Kind() == reflect.Pointer && t.Elem().Kind() == reflect.Pointer && t.Elem().Implements(scannerType) {
+		return scanIndirect
+	}
+	return scanNone
+}
+
+// setField sets one field from a column value as GORM's scan would (see
+// scanMode). Handing a Scanner type's column to the field's setter instead
+// would be wrong: the setter of a type Celsius float64 parses the text
+// "21.50C" as a float and fails, that of a bool type reads "Y" as false,
+// and a serializer's setter takes a bare value for the field's Go value.
+// The Scanner is given text as the driver returns it ([]byte on MySQL).
+func setField(ctx context.Context, f *schema.Field, mode scanMode, textAsBytes bool, rv reflect.Value, v any) error {
+	if mode == scanNone {
 		return f.Set(ctx, rv, v)
+	}
+	if s, ok := v.(string); ok && textAsBytes {
+		v = []byte(s)
+	}
+	if mode == scanIndirect {
+		if v == nil {
+			return f.Set(ctx, rv, nil)
+		}
+		ptr := reflect.New(f.IndirectFieldType)
+		if err := ptr.Interface().(sql.Scanner).Scan(v); err != nil {
+			return err
+		}
+		return f.Set(ctx, rv, ptr.Interface())
 	}
 	sv := f.NewValuePool.Get()
 	defer f.NewValuePool.Put(sv)
-	sc, ok := sv.(sql.Scanner)
-	if !ok {
-		return f.Set(ctx, rv, v)
-	}
-	if err := sc.Scan(v); err != nil {
+	if err := sv.(sql.Scanner).Scan(v); err != nil {
 		return err
 	}
 	return f.Set(ctx, rv, sv)
@@ -189,11 +257,41 @@ func (p *Plugin) encode(ctx context.Context, mi *modelInfo, row reflect.Value) (
 	if err != nil {
 		return nil, err
 	}
+	limit := p.cfg.MaxEntryBytes
+	if limit > 0 && textBytes(values) > limit {
+		// Known too large before paying for the encoding.
+		p.stats.oversized.Add(1)
+		return nil, errEntryTooLarge
+	}
 	b, err := p.cfg.Codec.Append(make([]byte, 0, 64+16*len(values)), values)
 	if err != nil {
 		return nil, err
 	}
-	return sealEntry(b), nil
+	b = sealEntry(b)
+	if limit > 0 && len(b) > limit {
+		p.stats.oversized.Add(1)
+		return nil, errEntryTooLarge
+	}
+	return b, nil
+}
+
+// errEntryTooLarge: a row's entry would exceed Config.MaxEntryBytes; the
+// row is not cached.
+var errEntryTooLarge = errors.New("writethrough: row exceeds Config.MaxEntryBytes; not cached")
+
+// textBytes is the size of the text and byte values among values, a lower
+// bound of any encoding's size.
+func textBytes(values []any) int {
+	n := 0
+	for _, v := range values {
+		switch x := v.(type) {
+		case string:
+			n += len(x)
+		case []byte:
+			n += len(x)
+		}
+	}
+	return n
 }
 
 // values buffers are pooled: the hit path decodes into them and GORM's
@@ -212,4 +310,62 @@ func putValues(b *[]any) {
 	clear((*b)[:cap(*b)])
 	*b = (*b)[:0]
 	valuesPool.Put(b)
+}
+
+// keyMatches reports whether the primary key of a decoded entry is the key
+// the entry was read under (row, a row key of this model). An entry copied
+// from another row's key would otherwise be served as this row. It compares
+// the escaped canonical text of each decoded key value with the key's
+// parts in place, without building a key.
+func (mi *modelInfo) keyMatches(row string, values []any) bool {
+	i := strings.Index(row, "}:k:")
+	if i < 0 {
+		return false
+	}
+	rest := row[i+len("}:k:"):]
+	var num [24]byte
+	for j, pos := range mi.pkPos {
+		if j > 0 {
+			if rest == "" || rest[0] != ':' {
+				return false
+			}
+			rest = rest[1:]
+		}
+		var ok bool
+		switch x := values[pos].(type) {
+		case int64:
+			rest, ok = cutEscaped(rest, strconv.AppendInt(num[:0], x, 10))
+		case uint64:
+			rest, ok = cutEscaped(rest, strconv.AppendUint(num[:0], x, 10))
+		case string:
+			rest, ok = cutEscaped(rest, x)
+		case []byte:
+			rest, ok = cutEscaped(rest, x)
+		}
+		if !ok {
+			return false
+		}
+	}
+	return rest == ""
+}
+
+// cutEscaped reports whether key starts with s as appendEscaped writes it,
+// and returns what follows.
+func cutEscaped[T string | []byte](key string, s T) (string, bool) {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if isPlainKeyByte(c) {
+			if key == "" || key[0] != c {
+				return "", false
+			}
+			key = key[1:]
+			continue
+		}
+		if len(key) < 3 || key[0] != '%' || key[1] != hex[c>>4] || key[2] != hex[c&15] {
+			return "", false
+		}
+		key = key[3:]
+	}
+	return key, true
 }

@@ -55,6 +55,7 @@ func fidelityRows(t testing.TB, dialect string) (full, empty Fidelity) {
 	nTime := time.Date(2038, 1, 19, 3, 14, 8, 987654321, tokyo)
 	zip := "10115"
 	intPtr := int64(-42)
+	temp := Celsius(-40.25)
 	// The largest uint64 the column holds: Postgres and SQLite have no
 	// unsigned 64-bit integers.
 	u64 := uint64(math.MaxInt64)
@@ -86,6 +87,14 @@ func fidelityRows(t testing.TB, dialect string) (full, empty Fidelity) {
 		Price:     Money{Cents: 1999, Currency: "EUR"},
 		Fee:       &Money{Cents: -5, Currency: "JPY"},
 		Meta:      &FidelityAddress{Street: "meta"},
+		Temp:      21.5,
+		TempPtr:   &temp,
+		Lvl:       -3,
+		Weight:    math.MaxUint32,
+		Flag:      true,
+		Label:     "label 🦊",
+		Digest:    Hexed{0, 1, 0xfe, 0xff},
+		Src:       Sourced{Text: "driver text"},
 	}
 	empty = Fidelity{Text: "nulls", At: time.Unix(0, 0).UTC(), AtMilli: time.Unix(1, 0).In(ny)}
 	return full, empty

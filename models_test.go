@@ -3,6 +3,7 @@ package writethrough
 import (
 	"database/sql"
 	"database/sql/driver"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -55,6 +56,12 @@ type Pair struct {
 	A int `gorm:"primaryKey;autoIncrement:false"`
 	B int `gorm:"primaryKey;autoIncrement:false"`
 	V string
+}
+
+// Memo has a text column that can hold a row too large to cache.
+type Memo struct {
+	ID   uint   `gorm:"primaryKey"`
+	Body string `gorm:"type:text"`
 }
 
 // Ticket is a row whose COMMIT the tests make fail.
@@ -315,6 +322,67 @@ type User struct {
 	Preferences string
 }
 
+// Foreign-key actions GORM declares and its migrator creates: deleting or
+// re-keying a Parent writes rows of the other tables.
+
+// Parent's deletes cascade to its kids (and their grandkids) and chores,
+// set its pets' ParentID to NULL and drop its join rows; its re-keys
+// cascade to its pets and, by its Code, to its toys (deleted with it).
+type Parent struct {
+	ID    uint   `gorm:"primaryKey"`
+	Code  string `gorm:"size:32;uniqueIndex"`
+	Name  string
+	Kids  []Kid  `gorm:"constraint:OnDelete:CASCADE"`
+	Pets  []Pet  `gorm:"constraint:OnUpdate:CASCADE,OnDelete:SET NULL"`
+	Toys  []Toy  `gorm:"foreignKey:ParentCode;references:Code;constraint:OnUpdate:CASCADE,OnDelete:CASCADE"`
+	Clubs []Club `gorm:"many2many:parent_clubs;constraint:OnDelete:CASCADE"`
+}
+
+// Kid is deleted with its parent, and its grandkids with it.
+type Kid struct {
+	ID        uint `gorm:"primaryKey"`
+	ParentID  uint
+	Name      string
+	Grandkids []Grandkid `gorm:"constraint:OnDelete:CASCADE"`
+}
+
+// Grandkid is deleted with its kid.
+type Grandkid struct {
+	ID    uint `gorm:"primaryKey"`
+	KidID uint
+	Name  string
+}
+
+// Pet loses its parent (NULL) when the parent is deleted, and follows it
+// when the parent's key changes.
+type Pet struct {
+	ID       uint `gorm:"primaryKey"`
+	ParentID *uint
+	Name     string
+}
+
+// Toy follows its parent's Code, and is deleted with it.
+type Toy struct {
+	ID         uint   `gorm:"primaryKey"`
+	ParentCode string `gorm:"size:32"`
+	Name       string
+}
+
+// Club is on the other side of Parent's many2many.
+type Club struct {
+	ID   uint `gorm:"primaryKey"`
+	Name string
+}
+
+// Chore declares its constraint on the child side (belongs-to): Parent
+// does not know it.
+type Chore struct {
+	ID       uint `gorm:"primaryKey"`
+	ParentID uint
+	Parent   Parent `gorm:"constraint:OnDelete:CASCADE"`
+	Name     string
+}
+
 // Models of the value-fidelity tests: every kind of field a model commonly has.
 
 // Fidelity has a field of every kind a model commonly has.
@@ -364,6 +432,17 @@ type Fidelity struct {
 	Price Money
 	Fee   *Money
 
+	// Custom Valuer/Scanner types of every field kind, stored as text.
+	Temp    Celsius
+	TempPtr *Celsius
+	TempNil *Celsius
+	Lvl     Level
+	Weight  Grams
+	Flag    YesNo
+	Label   Tagged
+	Digest  Hexed
+	Src     Sourced
+
 	CreatedAt   time.Time
 	UpdatedAt   time.Time
 	UpdatedNano int64 `gorm:"autoUpdateTime:nano"`
@@ -412,6 +491,199 @@ func (m *Money) Scan(v any) error {
 	}
 	*m = Money{Cents: n, Currency: cur}
 	return nil
+}
+
+// Custom column types whose Valuer writes text that only their Scanner
+// reads back: GORM's setters for the underlying kind cannot parse it
+// ("21.50C" is no float) or parse it wrong (ParseBool("Y") is false), so a
+// cached value must come back through the Scanner, as a database read does.
+
+// Celsius is a float stored as "21.50C".
+type Celsius float64
+
+// Value implements driver.Valuer.
+func (c Celsius) Value() (driver.Value, error) {
+	return strconv.FormatFloat(float64(c), 'f', 2, 64) + "C", nil
+}
+
+// Scan implements sql.Scanner.
+func (c *Celsius) Scan(v any) error {
+	s, err := scanText("Celsius", v)
+	if err != nil {
+		return err
+	}
+	num, ok := strings.CutSuffix(s, "C")
+	if !ok {
+		return fmt.Errorf("Celsius: bad value %q", s)
+	}
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return fmt.Errorf("Celsius: %w", err)
+	}
+	*c = Celsius(f)
+	return nil
+}
+
+// GormDataType stores it in a text column.
+func (Celsius) GormDataType() string { return "string" }
+
+// Level is an int stored as "L<n>".
+type Level int
+
+// Value implements driver.Valuer.
+func (l Level) Value() (driver.Value, error) { return "L" + strconv.Itoa(int(l)), nil }
+
+// Scan implements sql.Scanner.
+func (l *Level) Scan(v any) error {
+	s, err := scanText("Level", v)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(strings.TrimPrefix(s, "L"))
+	if err != nil || !strings.HasPrefix(s, "L") {
+		return fmt.Errorf("Level: bad value %q", s)
+	}
+	*l = Level(n)
+	return nil
+}
+
+// GormDataType stores it in a text column.
+func (Level) GormDataType() string { return "string" }
+
+// Grams is an unsigned int stored as "<n>g".
+type Grams uint32
+
+// Value implements driver.Valuer.
+func (g Grams) Value() (driver.Value, error) { return strconv.FormatUint(uint64(g), 10) + "g", nil }
+
+// Scan implements sql.Scanner.
+func (g *Grams) Scan(v any) error {
+	s, err := scanText("Grams", v)
+	if err != nil {
+		return err
+	}
+	num, ok := strings.CutSuffix(s, "g")
+	n, err := strconv.ParseUint(num, 10, 32)
+	if !ok || err != nil {
+		return fmt.Errorf("Grams: bad value %q", s)
+	}
+	*g = Grams(n)
+	return nil
+}
+
+// GormDataType stores it in a text column.
+func (Grams) GormDataType() string { return "string" }
+
+// YesNo is a bool stored as "Y" or "N".
+type YesNo bool
+
+// Value implements driver.Valuer.
+func (y YesNo) Value() (driver.Value, error) {
+	if y {
+		return "Y", nil
+	}
+	return "N", nil
+}
+
+// Scan implements sql.Scanner.
+func (y *YesNo) Scan(v any) error {
+	s, err := scanText("YesNo", v)
+	if err != nil {
+		return err
+	}
+	switch s {
+	case "Y":
+		*y = true
+	case "N":
+		*y = false
+	default:
+		return fmt.Errorf("YesNo: bad value %q", s)
+	}
+	return nil
+}
+
+// GormDataType stores it in a text column.
+func (YesNo) GormDataType() string { return "string" }
+
+// Tagged is a string stored with a "t:" prefix.
+type Tagged string
+
+// Value implements driver.Valuer.
+func (t Tagged) Value() (driver.Value, error) { return "t:" + string(t), nil }
+
+// Scan implements sql.Scanner.
+func (t *Tagged) Scan(v any) error {
+	s, err := scanText("Tagged", v)
+	if err != nil {
+		return err
+	}
+	rest, ok := strings.CutPrefix(s, "t:")
+	if !ok {
+		return fmt.Errorf("Tagged: bad value %q", s)
+	}
+	*t = Tagged(rest)
+	return nil
+}
+
+// GormDataType stores it in a text column.
+func (Tagged) GormDataType() string { return "string" }
+
+// Hexed is bytes stored as hex text.
+type Hexed []byte
+
+// Value implements driver.Valuer.
+func (h Hexed) Value() (driver.Value, error) { return hex.EncodeToString(h), nil }
+
+// Scan implements sql.Scanner.
+func (h *Hexed) Scan(v any) error {
+	s, err := scanText("Hexed", v)
+	if err != nil {
+		return err
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("Hexed: %w", err)
+	}
+	*h = b
+	return nil
+}
+
+// GormDataType stores it in a text column.
+func (Hexed) GormDataType() string { return "string" }
+
+// Sourced is text that remembers the Go type its Scanner was given, so a
+// cached read that hands the Scanner something other than what the driver
+// returns (a string where MySQL gives []byte) reads differently.
+type Sourced struct {
+	Text string
+	From string
+}
+
+// Value implements driver.Valuer.
+func (s Sourced) Value() (driver.Value, error) { return s.Text, nil }
+
+// Scan implements sql.Scanner.
+func (s *Sourced) Scan(v any) error {
+	text, err := scanText("Sourced", v)
+	if err != nil {
+		return err
+	}
+	*s = Sourced{Text: text, From: fmt.Sprintf("%T", v)}
+	return nil
+}
+
+// GormDataType stores it in a text column.
+func (Sourced) GormDataType() string { return "string" }
+
+// scanText accepts text as the drivers return it.
+func scanText(typ string, v any) (string, error) {
+	switch x := v.(type) {
+	case string:
+		return x, nil
+	case []byte:
+		return string(x), nil
+	}
+	return "", fmt.Errorf("%s: cannot scan a %T", typ, v)
 }
 
 // SerializedDoc has fields with GORM's json and gob serializers.

@@ -64,6 +64,7 @@ type Plugin struct {
 	stats    counters
 	flights  flights
 	dirty    dirtyKeys
+	fks      fkIndex
 	token    string // this process's prefix for lease ids and fence tokens
 	seq      atomic.Uint64
 	warnOnce sync.Once
@@ -101,7 +102,7 @@ func New(client redis.UniversalClient, cfg Config) *Plugin {
 	p.leaseMSArg = strconvMS(p.cfg.LeaseTTL)
 	p.noteEntryTTL(p.cfg.TTL)
 	p.token = randomToken()
-	p.dirty.init()
+	p.dirty.init(p.cfg.MaxQueuedInvalidations)
 	return p
 }
 

@@ -896,29 +896,51 @@ func shardKeys(writes []rowWrite, group []int) []string {
 // call per shard, and records each shard's generation as it was when the
 // fences landed.
 func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) error {
-	if len(writes) == 0 {
+	return p.fenceAll(ctx, token, writes, nil)
+}
+
+// fenceAll fences rows (as fence) and table shards (as fenceTables) in one
+// round trip: one fence script call per shard of the rows, one table fence
+// call per table shard. A write whose foreign-key actions reach other
+// tables fences them with its own rows.
+func (p *Plugin) fenceAll(ctx context.Context, token string, writes []rowWrite, tables []tableShard) error {
+	if len(writes) == 0 && len(tables) == 0 {
 		return nil
 	}
 	groups := shardGroups(writes)
 	lockMS, genMS := strconvMS(p.cfg.LockTTL), p.genTTLArg()
-	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(groups), func(ctx context.Context, s sink, i int) redis.Cmder {
-		return fenceScript.EvalSha(ctx, s, shardKeys(writes, groups[i]), token, lockMS, genMS)
+	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(groups)+len(tables), func(ctx context.Context, s sink, i int) redis.Cmder {
+		if i < len(groups) {
+			return fenceScript.EvalSha(ctx, s, shardKeys(writes, groups[i]), token, lockMS, genMS)
+		}
+		t := tables[i-len(groups)]
+		return tableFenceScript.EvalSha(ctx, s, []string{t.gen, t.fence}, token, lockMS, genMS)
 	})
 	if err != nil {
 		return err
 	}
-	for i, c := range cmds {
-		reply, err := c.(*redis.Cmd).Slice()
+	for i, g := range groups {
+		reply, err := cmds[i].(*redis.Cmd).Slice()
 		if err != nil {
 			return err
 		}
-		g, ok := reply[0].(string)
-		if len(reply) != 2 || !ok {
+		var gen string
+		ok := len(reply) == 2
+		if ok {
+			gen, ok = reply[0].(string)
+		}
+		if !ok {
 			return fmt.Errorf("writethrough: unexpected fence reply %v", reply)
 		}
 		p.noteRepaired(reply[1])
-		for _, j := range groups[i] {
-			writes[j].gen = g
+		for _, j := range g {
+			writes[j].gen = gen
+		}
+	}
+	if len(tables) > 0 {
+		p.stats.invalidations.Add(uint64(len(tables)))
+		for _, c := range cmds[len(groups):] {
+			p.noteRepaired(c.(*redis.Cmd).Val())
 		}
 	}
 	return nil
@@ -928,18 +950,7 @@ func (p *Plugin) fence(ctx context.Context, token string, writes []rowWrite) err
 // bumped (every entry of the shard stops being served) and the fence key
 // stops fills until the write finishes or the fence expires.
 func (p *Plugin) fenceTables(ctx context.Context, token string, tables []tableShard) error {
-	lockMS, genMS := strconvMS(p.cfg.LockTTL), p.genTTLArg()
-	cmds, err := p.roundTrip(ctx, p.cfg.WriteTimeout, false, len(tables), func(ctx context.Context, s sink, i int) redis.Cmder {
-		return tableFenceScript.EvalSha(ctx, s, []string{tables[i].gen, tables[i].fence}, token, lockMS, genMS)
-	})
-	if err != nil {
-		return err
-	}
-	p.stats.invalidations.Add(uint64(len(tables)))
-	for _, c := range cmds {
-		p.noteRepaired(c.(*redis.Cmd).Val())
-	}
-	return nil
+	return p.fenceAll(ctx, token, nil, tables)
 }
 
 // finishWrites publishes or releases fenced rows and ends table-level

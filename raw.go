@@ -56,7 +56,7 @@ func (p *Plugin) beforeRaw(chain rawChain) func(*gorm.DB) {
 		if len(names) == 0 {
 			return
 		}
-		tables := p.tableShards(p.tableNameCandidates(names))
+		tables := p.tableShards(p.withCascades(p.tableNameCandidates(names)))
 		if inTransaction(db.Statement.ConnPool) {
 			p.fenceInTx(db, nil, tables)
 			return

@@ -296,7 +296,18 @@ func (p *Plugin) assemble(db *gorm.DB, lk *lookup, states []readState, entries [
 		buf := getValues(len(mi.fields))
 		rows = append(rows, buf)
 		*buf = (*buf)[:len(mi.fields)]
+		if p.cfg.MaxEntryBytes > 0 && len(entries[i]) > p.cfg.MaxEntryBytes {
+			// Written by a process with a larger limit, or by hand: not
+			// decoded, and replaced like a corrupt entry.
+			p.stats.oversized.Add(1)
+			return errUndecodable
+		}
 		if err := p.cfg.Codec.Decode(entries[i], *buf); err != nil {
+			return errUndecodable
+		}
+		if !mi.keyMatches(lk.refs[i].key.row, *buf) {
+			// Another row's entry under this key (copied by hand, or by a
+			// bug): served, it would answer First(&r, 1) with row 2.
 			return errUndecodable
 		}
 		if lk.one || lk.limit {
@@ -399,7 +410,7 @@ func (p *Plugin) fill(db *gorm.DB, lk *lookup, states []readState, leaseID strin
 				if entry, err := p.encode(ctx, mi, row); err == nil {
 					// Jitter per row: a warm-up must not expire all at once.
 					f.kind, f.entry, f.ttl = kindValue, entry, p.ttl(mi.ttl)
-				} else {
+				} else if !errors.Is(err, errEntryTooLarge) { // counted, expected
 					p.cfg.Logger.WarnContext(ctx, "writethrough: cannot encode row; not caching it", "table", mi.schema.Table, "error", err)
 				}
 			} else if lk.complete && mi.intKeys && p.cfg.NotFoundTTL > 0 {

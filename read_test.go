@@ -3,6 +3,7 @@ package writethrough
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -131,6 +132,142 @@ func TestJunkInARowKeyIsReplaced(t *testing.T) {
 			}
 			require.Equal(t, fence, peek(t, e, key), "a writer's fence is never replaced by a reader")
 		})
+	})
+}
+
+// An entry copied under another row's key passes every check but one: its
+// primary key is not the key's. Served, First(&r, 1) would return row 2.
+func TestEntryOfAnotherRowIsCorrupt(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Product{}, &SKU{}, &Pair{})
+		ctx := context.Background()
+		// swap stores b's entry under a's key and returns a's own entry.
+		swap := func(a, b any) (key, own string) {
+			t.Helper()
+			key = rowKeyOf(t, e, a)
+			own, err := e.rdb.Get(ctx, key).Result()
+			require.NoError(t, err)
+			other, err := e.rdb.Get(ctx, rowKeyOf(t, e, b)).Result()
+			require.NoError(t, err)
+			require.True(t, strings.HasPrefix(own, "V") && strings.HasPrefix(other, "V"), "both rows were written through")
+			// Under the key's own generation, as a copy within one shard
+			// would be, so that only the row inside tells it apart.
+			other = own[:strings.IndexByte(own, '|')] + other[strings.IndexByte(other, '|'):]
+			require.NoError(t, e.rdb.Set(ctx, key, other, 0).Err())
+			return key, own
+		}
+		// requireReplaced checks that the read went to the database, counted
+		// the entry, and put the row's own entry back, which then hits.
+		requireReplaced := func(key, own string, decodeErrors uint64, read func() error) {
+			t.Helper()
+			require.Equal(t, int64(1), e.queries(), "the foreign entry is a miss")
+			require.Greater(t, e.plugin.Stats().DecodeErrors, decodeErrors, "and is counted")
+			now, err := e.rdb.Get(ctx, key).Result()
+			require.NoError(t, err)
+			require.Equal(t, own, now, "and replaced by the row's own entry")
+			require.NoError(t, read())
+			require.Zero(t, e.queries(), "which is served from then on")
+		}
+
+		p1, p2 := Product{Name: "one", Price: 1}, Product{Name: "two", Price: 2}
+		require.NoError(t, e.db.Create(&p1).Error)
+		require.NoError(t, e.db.Create(&p2).Error)
+		key, own := swap(&p1, &p2)
+		decodeErrors := e.plugin.Stats().DecodeErrors
+		e.queries()
+		var got Product
+		require.NoError(t, e.db.First(&got, p1.ID).Error)
+		require.Equal(t, p1.ID, got.ID)
+		require.Equal(t, "one", got.Name)
+		requireReplaced(key, own, decodeErrors, func() error { return e.db.First(&Product{}, p1.ID).Error })
+
+		// In a list, one foreign entry sends the statement to the database.
+		key, own = swap(&p2, &p1)
+		decodeErrors = e.plugin.Stats().DecodeErrors
+		e.queries()
+		var list []Product
+		require.NoError(t, e.db.Find(&list, []uint{p1.ID, p2.ID}).Error)
+		require.Len(t, list, 2)
+		require.Equal(t, []string{"one", "two"}, []string{list[0].Name, list[1].Name})
+		requireReplaced(key, own, decodeErrors, func() error { return e.db.Find(&[]Product{}, []uint{p1.ID, p2.ID}).Error })
+
+		// String keys, escaped in the key, and composite keys.
+		s1, s2 := SKU{Code: "a:b c%", Name: "first"}, SKU{Code: "a:b c", Name: "second"}
+		require.NoError(t, e.db.Create(&s1).Error)
+		require.NoError(t, e.db.Create(&s2).Error)
+		key, own = swap(&s1, &s2)
+		decodeErrors = e.plugin.Stats().DecodeErrors
+		e.queries()
+		var sku SKU
+		require.NoError(t, e.db.First(&sku, "code = ?", s1.Code).Error)
+		require.Equal(t, s1, sku)
+		requireReplaced(key, own, decodeErrors, func() error { return e.db.First(&SKU{}, "code = ?", s1.Code).Error })
+
+		q1, q2 := Pair{A: 1, B: 12, V: "1/12"}, Pair{A: 11, B: 2, V: "11/2"}
+		require.NoError(t, e.db.Create(&q1).Error)
+		require.NoError(t, e.db.Create(&q2).Error)
+		key, own = swap(&q1, &q2)
+		decodeErrors = e.plugin.Stats().DecodeErrors
+		e.queries()
+		var pair Pair
+		require.NoError(t, e.db.Where("a = ? AND b = ?", 1, 12).First(&pair).Error)
+		require.Equal(t, q1, pair)
+		requireReplaced(key, own, decodeErrors, func() error { return e.db.Where("a = ? AND b = ?", 1, 12).First(&Pair{}).Error })
+	})
+}
+
+// A row whose entry would exceed MaxEntryBytes is not cached: its writes
+// invalidate, its reads do not fill, and an oversized entry found in Redis
+// is not decoded but replaced.
+func TestMaxEntryBytes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		const limit = 4 << 10
+		e := newEnv(t, b, Config{MaxEntryBytes: limit}, &Memo{})
+		ctx := context.Background()
+		big := Memo{Body: strings.Repeat("x", limit)}
+		small := Memo{Body: "small"}
+		require.NoError(t, e.db.Create(&big).Error)
+		require.NoError(t, e.db.Create(&small).Error)
+		bigKey, smallKey := rowKeyOf(t, e, &big), rowKeyOf(t, e, &small)
+		require.Equal(t, uint64(1), e.plugin.Stats().Oversized, "the big row's write is counted")
+		require.Empty(t, peek(t, e, bigKey), "and invalidated, not written through")
+		require.True(t, strings.HasPrefix(peek(t, e, smallKey), "V"), "the small row is written through")
+
+		for i := 0; i < 2; i++ {
+			e.queries()
+			var got Memo
+			require.NoError(t, e.db.First(&got, big.ID).Error)
+			require.Equal(t, big.Body, got.Body)
+			require.Equal(t, int64(1), e.queries(), "the big row is read from the database")
+			require.Empty(t, peek(t, e, bigKey), "and never filled")
+		}
+		require.Equal(t, uint64(3), e.plugin.Stats().Oversized)
+
+		require.NoError(t, e.db.Model(&big).Update("body", strings.Repeat("y", 2*limit)).Error)
+		require.Equal(t, uint64(4), e.plugin.Stats().Oversized, "an update of the big row is counted")
+		require.Empty(t, peek(t, e, bigKey))
+		require.NoError(t, e.db.Model(&big).Update("body", "now small").Error)
+		require.True(t, strings.HasPrefix(peek(t, e, bigKey), "V"), "once small it is cached again")
+
+		// An oversized entry put there by someone else (a process with a
+		// larger limit, or by hand) is replaced, not decoded.
+		mi, err := e.plugin.modelOf(&small)
+		require.NoError(t, err)
+		values, err := mi.values(ctx, reflect.ValueOf(Memo{ID: small.ID, Body: strings.Repeat("z", 2*limit)}), nil)
+		require.NoError(t, err)
+		entry := sealEntry(mustAppend(t, BinaryCodec{}, values))
+		good := peek(t, e, smallKey)
+		bar := strings.IndexByte(good, '|')
+		require.NoError(t, e.rdb.Set(ctx, smallKey, good[:bar+1+fingerprintLen]+string(entry), 0).Err())
+		oversized, decodeErrors := e.plugin.Stats().Oversized, e.plugin.Stats().DecodeErrors
+		e.queries()
+		var got Memo
+		require.NoError(t, e.db.First(&got, small.ID).Error)
+		require.Equal(t, "small", got.Body)
+		require.Equal(t, int64(1), e.queries(), "the oversized entry is a miss")
+		require.Equal(t, oversized+1, e.plugin.Stats().Oversized, "counted")
+		require.Equal(t, decodeErrors+1, e.plugin.Stats().DecodeErrors)
+		require.Equal(t, good, peek(t, e, smallKey), "and replaced by the row")
 	})
 }
 

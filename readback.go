@@ -1,6 +1,7 @@
 package writethrough
 
 import (
+	"errors"
 	"reflect"
 
 	"gorm.io/gorm"
@@ -81,7 +82,9 @@ func (p *Plugin) readBack(db *gorm.DB, mi *modelInfo, refs []keyRef) ([]rowWrite
 		}
 		entry, err := p.encode(ctx, mi, row)
 		if err != nil {
-			p.cfg.Logger.WarnContext(ctx, "writethrough: cannot encode row; invalidating it", "table", mi.schema.Table, "error", err)
+			if !errors.Is(err, errEntryTooLarge) { // counted, expected
+				p.cfg.Logger.WarnContext(ctx, "writethrough: cannot encode row; invalidating it", "table", mi.schema.Table, "error", err)
+			}
 			w.kind = kindDrop
 			continue
 		}

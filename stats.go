@@ -27,12 +27,17 @@ type Stats struct {
 	// something other than a generation (written by someone else) and
 	// replaced, as a lost generation is (docs/protocol.md, section 4.2).
 	GenerationsRepaired uint64
+	// Oversized counts rows not cached because their entry would exceed
+	// Config.MaxEntryBytes (invalidated instead of written through, or not
+	// filled), and entries over that size found in Redis and replaced.
+	Oversized uint64
 }
 
 // counters holds the live values behind Stats.
 type counters struct {
 	hits, misses, fills, bypasses, writesThrough, invalidations, redisErrors, decodeErrors atomic.Uint64
 	generationsRepaired                                                                    atomic.Uint64
+	oversized                                                                              atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -47,5 +52,6 @@ func (c *counters) snapshot() Stats {
 		DecodeErrors:  c.decodeErrors.Load(),
 
 		GenerationsRepaired: c.generationsRepaired.Load(),
+		Oversized:           c.oversized.Load(),
 	}
 }

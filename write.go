@@ -30,6 +30,9 @@ type stmtState struct {
 	token  string
 	fenced map[string]rowWrite // keys fenced before the SQL
 	tables []tableShard        // table shards fenced
+	// fks are the shards of other tables its foreign-key actions reach,
+	// fenced with its rows (when tables is set, they are in it).
+	fks []tableShard
 }
 
 // pendingCommit is what a statement fenced inside a transaction that GORM
@@ -85,12 +88,18 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 			refs, known := p.affectedKeys(db, mi, op)
 			db.InstanceSet(instanceKeys, namedKeys{refs: withSpellings(db, refs), known: known})
 		}
+		// Named before the SQL, like the keys: it looks at what the
+		// statement will assign.
+		fks := p.cascades(db, mi, op)
+		if fks != nil {
+			db.InstanceSet(instanceFKs, fks)
+		}
 		if inTransaction(db.Statement.ConnPool) {
 			return
 		}
 		var other []tableShard
 		if mi == nil {
-			if other = p.otherTables(db); other == nil {
+			if other = p.otherTables(db); other == nil && fks == nil {
 				return
 			}
 		}
@@ -107,6 +116,7 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 			if mi != nil {
 				st.tables = mi.allShards(p)
 			}
+			st.tables = append(st.tables, fks...)
 			if err := p.fenceTables(ctx, st.token, st.tables); err != nil {
 				p.fenceFailed(db, nil, err, genKeys(st.tables))
 				return
@@ -118,10 +128,11 @@ func (p *Plugin) beforeWrite(op writeOp) func(*gorm.DB) {
 		for i, r := range refs {
 			writes[i] = rowWrite{key: r.key, kind: kindDrop}
 		}
-		if err := p.fence(ctx, st.token, writes); err != nil {
-			p.fenceFailed(db, nil, err, keysOf(writes))
+		if err := p.fenceAll(ctx, st.token, writes, fks); err != nil {
+			p.fenceFailed(db, nil, err, append(keysOf(writes), genKeys(fks)...))
 			return
 		}
+		st.fks = fks
 		for _, w := range writes {
 			st.fenced[w.key.row] = w
 		}
@@ -136,15 +147,23 @@ func (p *Plugin) fenced() {
 	}
 }
 
+// fksOf returns the foreign-key shards beforeWrite found for a statement.
+func fksOf(db *gorm.DB) []tableShard {
+	v, _ := db.InstanceGet(instanceFKs)
+	fks, _ := v.([]tableShard)
+	return fks
+}
+
 // afterWrite reads back the rows a statement changed, fences them (inside a
 // transaction) and hands them to whoever finishes: the transaction's
 // COMMIT, the after-commit callback, or (auto-commit) itself, right away.
 func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 	return func(db *gorm.DB) {
 		mi := p.writeModel(db)
+		fks := fksOf(db)
 		var other []tableShard
 		if mi == nil {
-			if other = p.otherTables(db); other == nil {
+			if other = p.otherTables(db); other == nil && fks == nil {
 				return
 			}
 		}
@@ -152,15 +171,15 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 		st, _ := db.InstanceGet(instanceState)
 		auto, _ := st.(*stmtState)
 		if db.Error != nil {
-			p.afterFailedWrite(db, mi, other, op, auto)
+			p.afterFailedWrite(db, mi, append(other, fks...), op, auto)
 			return
 		}
 		if auto != nil && auto.tables != nil {
 			p.finishWrites(ctx, auto.token, nil, auto.tables)
 			return
 		}
-		if other != nil { // in a transaction
-			p.fenceInTx(db, nil, other)
+		if mi == nil { // in a transaction
+			p.fenceInTx(db, nil, append(other, fks...))
 			return
 		}
 
@@ -169,13 +188,19 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 			refs = mergeFenced(refs, auto.fenced)
 		}
 		if !known {
-			p.fenceTableInTx(db, mi)
+			p.fenceInTx(db, nil, append(mi.allShards(p), fks...))
 			return
 		}
 		if len(refs) == 0 {
+			if auto != nil {
+				p.finishWrites(ctx, auto.token, nil, auto.fks)
+			} else if fks != nil {
+				p.fenceInTx(db, nil, fks)
+			}
 			return
 		}
 		if auto != nil && !p.fenceLate(ctx, auto, refs) {
+			p.finishWrites(ctx, auto.token, nil, auto.fks)
 			return
 		}
 		writes, err := p.readBack(db, mi, refs)
@@ -206,16 +231,17 @@ func (p *Plugin) afterWrite(op writeOp) func(*gorm.DB) {
 				}
 			}
 			if len(extra) > 0 && !p.fenceLate(ctx, auto, extra) {
+				p.finishWrites(ctx, auto.token, nil, auto.fks)
 				return
 			}
 			for i, w := range writes {
 				writes[i].gen = auto.fenced[w.key.row].gen
 			}
-			p.finishWrites(ctx, auto.token, writes, nil)
+			p.finishWrites(ctx, auto.token, writes, auto.fks)
 			return
 		}
 
-		p.fenceInTx(db, writes, nil)
+		p.fenceInTx(db, writes, fks)
 	}
 }
 
@@ -230,8 +256,12 @@ func (p *Plugin) afterFailedWrite(db *gorm.DB, mi *modelInfo, other []tableShard
 	ctx := db.Statement.Context
 	ran := db.Statement.SQL.Len() > 0
 	if auto != nil {
+		tables := auto.tables
+		if tables == nil {
+			tables = auto.fks
+		}
 		if !ran {
-			p.finishWrites(ctx, auto.token, releaseAll(auto.fenced), auto.tables)
+			p.finishWrites(ctx, auto.token, releaseAll(auto.fenced), tables)
 			return
 		}
 		if mi != nil && auto.tables == nil {
@@ -244,26 +274,27 @@ func (p *Plugin) afterFailedWrite(db *gorm.DB, mi *modelInfo, other []tableShard
 			w.kind = kindDrop
 			drops = append(drops, w)
 		}
-		p.finishWrites(ctx, auto.token, drops, auto.tables)
+		p.finishWrites(ctx, auto.token, drops, tables)
 		return
 	}
 	if !ran {
 		return
 	}
-	if other != nil {
-		p.fenceInTx(db, nil, other)
+	fks := fksOf(db)
+	if mi == nil {
+		p.fenceInTx(db, nil, other) // other holds the foreign-key shards too
 		return
 	}
 	refs, known := p.statementKeys(db, mi, op)
 	if !known {
-		p.fenceTableInTx(db, mi)
+		p.fenceInTx(db, nil, append(mi.allShards(p), fks...))
 		return
 	}
 	drops := make([]rowWrite, len(refs))
 	for i, r := range refs {
 		drops[i] = rowWrite{key: r.key, kind: kindDrop}
 	}
-	p.fenceInTx(db, drops, nil)
+	p.fenceInTx(db, drops, fks)
 }
 
 // fenceLate fences, after an auto-commit statement ran, the keys of refs
@@ -328,12 +359,6 @@ func wroteAll(db *gorm.DB, op writeOp, refs []keyRef) bool {
 	return db.RowsAffected >= int64(n)
 }
 
-// fenceTableInTx fences every shard of the table for a write whose rows
-// cannot be named.
-func (p *Plugin) fenceTableInTx(db *gorm.DB, mi *modelInfo) {
-	p.fenceInTx(db, nil, mi.allShards(p))
-}
-
 // fenceInTx fences rows or table shards from inside a transaction and
 // records them where the transaction's end will find them.
 func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []tableShard) {
@@ -345,10 +370,7 @@ func (p *Plugin) fenceInTx(db *gorm.DB, writes []rowWrite, tables []tableShard) 
 	} else {
 		token = p.newToken()
 	}
-	err := p.fence(ctx, token, writes)
-	if err == nil {
-		err = p.fenceTables(ctx, token, tables)
-	}
+	err := p.fenceAll(ctx, token, writes, tables)
 	if err != nil {
 		keys := keysOf(writes)
 		if len(tables) > 0 {
