@@ -68,7 +68,7 @@ func TestPolicyAvailableQueueIsBounded(t *testing.T) {
 		cfg := Config{OnRedisError: Available, MaxQueuedInvalidations: bound, TableShards: 4}
 		e := newEnv(t, b, cfg, &Product{})
 		hook := &faultHook{}
-		e.rdb.AddHook(hook)
+		hookPlugin(e.plugin, e.rdb, hook)
 		const n = 8
 		ids := make([]uint, n+1)
 		for i := range ids {
