@@ -35,7 +35,7 @@ func (pp *pkPins) addAll(p *Plugin, mi *modelInfo, stmt *gorm.Statement, exprs [
 	}
 	for _, e := range exprs {
 		if !pp.addExpr(mi, stmt, e) {
-			if pure || !narrowsOnly(e) {
+			if pure || !narrowsOnly(e, sqlRulesOf(stmt.DB)) {
 				return false
 			}
 			pp.other = true
@@ -46,17 +46,47 @@ func (pp *pkPins) addAll(p *Plugin, mi *modelInfo, stmt *gorm.Statement, exprs [
 
 // narrowsOnly reports whether an expression GORM joins to its neighbours is
 // certain to be AND-ed with them. A single-element OrConditions is joined
-// with OR, and hand-written SQL is only parenthesised when it contains the
+// with OR, and GORM parenthesises hand-written SQL only when it contains the
 // literal " OR " or " AND ", so SQL with an OR spelled otherwise (a newline,
-// a tab) could escape its place: such expressions do not bound a write.
-func narrowsOnly(e clause.Expression) bool {
+// a tab, MySQL's || or XOR) could escape its place: such expressions do not
+// bound a write.
+func narrowsOnly(e clause.Expression, rules sqltext.Rules) bool {
 	switch x := e.(type) {
 	case clause.OrConditions:
 		return false
+	case clause.AndConditions:
+		if len(x.Exprs) == 1 {
+			// GORM parenthesises a one-element group only as it does SQL.
+			return narrowsOnly(x.Exprs[0], rules)
+		}
+		return true // GORM parenthesises the group
 	case clause.Expr:
-		return !sqltext.HasOrToken(x.SQL)
+		return sqltext.Narrows(x.SQL, rules, gormWraps(x.SQL))
 	case clause.NamedExpr:
-		return !sqltext.HasOrToken(x.SQL)
+		return sqltext.Narrows(x.SQL, rules, gormWraps(x.SQL))
+	}
+	return true
+}
+
+// gormWraps reports whether GORM puts hand-written SQL in parentheses when
+// it joins it to other conditions (clause.Where's buildExprs).
+func gormWraps(sql string) bool {
+	up := strings.ToUpper(sql)
+	return strings.Contains(up, " AND ") || strings.Contains(up, " OR ")
+}
+
+// whereNarrows reports whether every expression of a WHERE clause is
+// certain to be AND-ed with the conditions GORM appends to it (the model's
+// primary key).
+func whereNarrows(db *gorm.DB, exprs []clause.Expression) bool {
+	if joinsWithOr(exprs) {
+		return false
+	}
+	rules := sqlRulesOf(db)
+	for _, e := range exprs {
+		if !narrowsOnly(e, rules) {
+			return false
+		}
 	}
 	return true
 }

@@ -96,7 +96,7 @@ type rawState struct{ stmt *gorm.Statement }
 func sqlRulesOf(db *gorm.DB) sqltext.Rules {
 	switch db.Dialector.Name() {
 	case "mysql":
-		return sqltext.Rules{Backslash: true}
+		return sqltext.Rules{Backslash: true, OrOperators: true}
 	case "postgres":
 		return sqltext.Rules{Dollar: true}
 	}

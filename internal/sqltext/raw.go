@@ -25,6 +25,9 @@ func MayWrite(sql string) bool {
 type Rules struct {
 	Backslash bool // '\' escapes in string literals, # starts a comment (MySQL)
 	Dollar    bool // $tag$ ... $tag$ strings (Postgres)
+	// OrOperators: || and XOR are disjunctions, as OR (MySQL; || is
+	// string concatenation elsewhere).
+	OrOperators bool
 }
 
 // WriteTables returns the tables the write statements of sql change, as
