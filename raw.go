@@ -1,6 +1,8 @@
 package writethrough
 
 import (
+	"strings"
+
 	"github.com/gormcache/writethrough/internal/sqltext"
 	"gorm.io/gorm"
 )
@@ -103,19 +105,50 @@ func sqlRulesOf(db *gorm.DB) sqltext.Rules {
 	return sqltext.Rules{}
 }
 
-// afterRaw follows savepoints, which GORM creates and rolls back through Exec.
+// afterRaw follows savepoints, which GORM creates, rolls back and releases
+// through Exec, in every spelling the dialects accept (sqltext.Savepoints).
+// A savepoint or transaction statement it cannot follow makes the
+// transaction invalidate-only (txConn.blindfold), as does one among several
+// statements that failed: how far it got is unknown.
 func (p *Plugin) afterRaw(db *gorm.DB) {
-	if db.Error != nil {
-		return
-	}
 	tx := txOf(db.Statement.ConnPool)
-	if tx == nil {
+	if tx == nil || db.Statement.SQL.Len() == 0 {
 		return
 	}
-	switch kind, name, _ := sqltext.ParseSavepoint(db.Statement.SQL.String()); kind {
-	case sqltext.SavepointRollback:
-		tx.savepointRolledBack(name)
-	case sqltext.SavepointCreate:
-		tx.savepointCreated(name)
+	sps := sqltext.Savepoints(db.Statement.SQL.String(), sqlRulesOf(db))
+	if len(sps) == 0 {
+		return
 	}
+	if db.Error != nil {
+		// One statement that failed changed nothing; a failure among
+		// several may come after some of them ran.
+		if len(sps) > 1 || strings.Contains(strings.TrimRight(db.Statement.SQL.String(), "; \t\r\n"), ";") {
+			tx.blindfold()
+		}
+		return
+	}
+	dialect := db.Dialector.Name()
+	for _, sp := range sps {
+		name := savepointName(dialect, sp.Name)
+		switch sp.Kind {
+		case sqltext.SavepointCreate:
+			tx.savepointCreated(name, dialect == "mysql")
+		case sqltext.SavepointRollback:
+			tx.savepointRolledBack(name)
+		case sqltext.SavepointRelease:
+			tx.savepointReleased(name)
+		default:
+			tx.blindfold()
+		}
+	}
+}
+
+// savepointName is a savepoint's name as the dialect compares it: Postgres
+// folds unquoted names to lower case and compares exactly; MySQL and
+// SQLite compare savepoint names without regard to ASCII case.
+func savepointName(dialect string, id sqltext.Ident) string {
+	if dialect == "postgres" && id.Quoted {
+		return id.Name
+	}
+	return strings.ToLower(id.Name)
 }

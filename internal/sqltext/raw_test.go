@@ -77,7 +77,7 @@ func FuzzWriteTables(f *testing.F) {
 		}
 		_, _, _ = ParseTableName(s)
 		_ = MayWrite(s)
-		_, _, _ = ParseSavepoint(s)
+		_ = Savepoints(s, Rules{Dollar: true})
 		_ = HasOrToken(s)
 		for _, part := range SplitAnd(s) {
 			if col, _, _, ok := ParseCondition(part); ok {
