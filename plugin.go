@@ -63,7 +63,8 @@ type Plugin struct {
 	stats    counters
 	flights  flights
 	dirty    dirtyKeys
-	token    string // this process's prefix for lease ids and fence tokens
+	prepared preparedNames // PREPARE name -> tables, for EXECUTE name
+	token    string        // this process's prefix for lease ids and fence tokens
 	seq      atomic.Uint64
 	warnOnce sync.Once
 	// hooks lets tests pause the protocol at exact points; nil in production.
