@@ -76,6 +76,9 @@ type Plugin struct {
 	// leaseMSArg is Config.LeaseTTL in milliseconds as a read-script
 	// argument, formatted and boxed once.
 	leaseMSArg any
+	// resolver names tables as the database resolves them, inside the
+	// database's identity (identity.go); set by Initialize.
+	resolver *tableResolver
 }
 
 // New returns a plugin that caches through client. The config is validated
@@ -113,6 +116,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return errors.New("writethrough: New needs a Redis client, got nil")
 	}
 	if err := p.cfg.validate(); err != nil {
+		return err
+	}
+	if err := p.identify(db); err != nil {
 		return err
 	}
 	p.db = db
