@@ -176,7 +176,10 @@ func (r *tableResolver) foldName(s string) string {
 // pgSchema returns the schema an unqualified Postgres table name resolves
 // to: the first schema on the search_path that holds it, or, when none
 // does (not created yet) or the look-up fails, the first schema of the
-// search_path, where CREATE TABLE puts it. It is looked up once per name.
+// search_path, where CREATE TABLE puts it. An answer is remembered, so each
+// name is looked up once; a failed look-up is not. The look-up takes a
+// connection of the pool, bounded by WriteTimeout: a pool of one
+// connection held by a transaction makes it wait that long and fall back.
 func (r *tableResolver) pgSchema(table string) string {
 	if v, ok := r.found.Load(table); ok {
 		return v.(string)
@@ -189,7 +192,10 @@ func (r *tableResolver) pgSchema(table string) string {
 			"SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass($1)",
 			`"`+strings.ReplaceAll(table, `"`, `""`)+`"`).Scan(&found)
 		cancel()
-		if err == nil && found.Valid {
+		if err != nil {
+			return schema // asked again next time: a busy pool, a timeout
+		}
+		if found.Valid {
 			schema = found.String
 		}
 	}
