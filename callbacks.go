@@ -17,6 +17,9 @@ func (p *Plugin) registerCallbacks(db *gorm.DB) error {
 	return errors.Join(
 		cb.Query().Replace("gorm:query", p.query),
 		cb.Raw().After("gorm:raw").Register("writethrough:raw", p.afterRaw),
+		// Savepoint statements sent through Raw(...).Find, Rows or Row.
+		cb.Query().After("gorm:query").Register("writethrough:query_savepoints", p.afterRaw),
+		cb.Row().After("gorm:row").Register("writethrough:row_savepoints", p.afterRaw),
 		// Raw writes (raw.go): db.Exec, and db.Raw read through Find or Rows.
 		cb.Raw().Before("gorm:raw").Register("writethrough:before_raw_write", p.beforeRaw(chainRaw)),
 		cb.Raw().After("gorm:raw").Register("writethrough:after_raw_write", p.afterRawWrite),

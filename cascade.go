@@ -47,8 +47,10 @@ type fkIndex struct {
 }
 
 // learn indexes the constraints of s and of every schema its relationships
-// lead to. It runs once per schema the plugin sees (newModelInfo).
-func (ix *fkIndex) learn(s *schema.Schema) {
+// lead to, under the table names resolve gives (the tables as the database
+// resolves them, as keys name them). It runs once per schema the plugin
+// sees (newModelInfo).
+func (ix *fkIndex) learn(s *schema.Schema, resolve func(string) string) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	if ix.seen == nil {
@@ -63,7 +65,8 @@ func (ix *fkIndex) learn(s *schema.Schema) {
 		for _, rel := range relationsOf(s) {
 			for _, r := range append([]*schema.Relationship{rel}, joinRelations(rel)...) {
 				if e, parent, ok := edgeOf(r); ok {
-					ix.add(parent, e)
+					e.child = resolve(e.child)
+					ix.add(resolve(parent), e)
 				}
 			}
 			walk(rel.FieldSchema)
@@ -212,7 +215,11 @@ func (p *Plugin) cascades(db *gorm.DB, mi *modelInfo, op writeOp) []tableShard {
 	if m == nil {
 		return nil
 	}
-	edges := (*m)[stmt.Table]
+	table := p.modelTable(stmt.Table)
+	if mi != nil {
+		table = mi.table
+	}
+	edges := (*m)[table]
 	if len(edges) == 0 {
 		return nil
 	}
@@ -222,20 +229,20 @@ func (p *Plugin) cascades(db *gorm.DB, mi *modelInfo, op writeOp) []tableShard {
 		if !stmt.Unscoped && stmt.Schema != nil && len(stmt.Schema.DeleteClauses) > 0 {
 			return nil // a soft delete is an UPDATE of its own columns
 		}
-		tables = p.fks.reach(stmt.Table, true)
+		tables = p.fks.reach(table, true)
 	case opUpdate:
 		if rekeys(stmt, mi, edges, p) {
-			tables = p.fks.reach(stmt.Table, false)
+			tables = p.fks.reach(table, false)
 		}
 	case opCreate:
 		if c, ok := stmt.Clauses["INSERT"]; ok {
 			// REPLACE deletes the row it conflicts with.
 			if ins, _ := c.Expression.(clause.Insert); strings.Contains(strings.ToUpper(ins.Modifier), "REPLACE") {
-				tables = p.fks.reach(stmt.Table, true)
+				tables = p.fks.reach(table, true)
 			}
 		}
 		if _, upsert := stmt.Clauses["ON CONFLICT"]; upsert {
-			tables = append(tables, p.fks.reach(stmt.Table, false)...)
+			tables = append(tables, p.fks.reach(table, false)...)
 		}
 	}
 	if len(tables) == 0 {

@@ -64,6 +64,16 @@ type Config struct {
 	// limit found in Redis is not decoded but replaced. Each counts in
 	// Stats.Oversized. Default 1 MiB; negative disables the limit.
 	MaxEntryBytes int
+	// Database names the database in every key, so that databases sharing
+	// one Redis never read each other's rows. Default: derived from the
+	// connection when the plugin is installed: "postgres.<database name>",
+	// "mysql" (MySQL tables are keyed with their database's name), or
+	// "sqlite.<hash of the main file's path>". Processes whose databases
+	// really are one (a primary and its replicas, reached under different
+	// names) share the cache by setting the same value; databases of the
+	// same name on different servers are told apart by setting different
+	// ones. It is part of the key layout.
+	Database string
 
 	// Codec turns rows into bytes. Default BinaryCodec.
 	Codec Codec
@@ -141,6 +151,7 @@ func (c Config) validate() error {
 	if strings.ContainsAny(c.Prefix, "{}") {
 		errs = append(errs, fmt.Errorf("Prefix %q must not contain '{' or '}'", c.Prefix))
 	}
+
 	for _, d := range []struct {
 		name string
 		v    time.Duration

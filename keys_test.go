@@ -266,16 +266,36 @@ func TestKeyLayoutIsStable(t *testing.T) {
 	// Every process sharing a Redis must compute the same keys; a change
 	// here strands every cached entry and, worse, lets two versions of the
 	// plugin fence different keys for one row during a rolling deploy.
-	mi := testModelInfo("products")
+	//
+	// The table part is the database's identity and the table as the
+	// database resolves it (issue 12: one table under two names, two
+	// databases on one Redis); it was the bare table name before.
+	p := New(nil, Config{})
+	p.resolver = &tableResolver{dialect: "postgres", id: "postgres.test", schema: "public"}
+	p.resolver.found.Store("products", "public")
+	mi := &modelInfo{tableEsc: p.tableKey(p.modelTable("products"))}
 	require.Equal(t, [3]string{
-		"wt:{products:8}:k:42",
-		"wt:{products:8}:g",
-		"wt:{products:8}:f",
+		"wt:{postgres.test:public.products:8}:k:42",
+		"wt:{postgres.test:public.products:8}:g",
+		"wt:{postgres.test:public.products:8}:f",
 	}, mi.key("wt", 16, []string{"42"}).names())
-	require.Equal(t, "app:{my%20table:0}:k:a%3Ab:%7Bx%7D", testModelInfo("my table").key("app", 1, []string{"a:b", "{x}"}).row)
+	require.Equal(t, mi.tableEsc, p.tableKey(p.modelTable("public.products")), "both spellings name one table")
 	gen, fence := mi.shardKeys("wt", 7)
-	require.Equal(t, "wt:{products:7}:g", gen)
-	require.Equal(t, "wt:{products:7}:f", fence)
+	require.Equal(t, "wt:{postgres.test:public.products:7}:g", gen)
+	require.Equal(t, "wt:{postgres.test:public.products:7}:f", fence)
+
+	my := New(nil, Config{})
+	my.resolver = &tableResolver{dialect: "mysql", id: "mysql", schema: "shop"}
+	require.Equal(t, "wt:{mysql:shop.products:8}:k:42", (&modelInfo{tableEsc: my.tableKey(my.modelTable("products"))}).key("wt", 16, []string{"42"}).row)
+
+	lite := New(nil, Config{})
+	lite.resolver = &tableResolver{dialect: "sqlite", id: "sqlite.0badcafe", schema: "main", fold: true}
+	require.Equal(t, "app:{sqlite.0badcafe:main.my%20table:0}:k:a%3Ab:%7Bx%7D",
+		(&modelInfo{tableEsc: lite.tableKey(lite.modelTable("My Table"))}).key("app", 1, []string{"a:b", "{x}"}).row)
+
+	named := New(nil, Config{})
+	named.resolver = &tableResolver{dialect: "postgres", id: string(appendEscaped(nil, "replicas:1")), schema: "public"}
+	require.Equal(t, "wt:{replicas%3A1:app.products:8}:k:42", (&modelInfo{tableEsc: named.tableKey(named.modelTable("app.products"))}).key("wt", 16, []string{"42"}).row)
 }
 
 func TestKeysSpreadOverShards(t *testing.T) {

@@ -111,7 +111,7 @@ func (p *Plugin) planLookup(db *gorm.DB, lk *lookup) bool {
 				continue // the usual First(&fresh, id): nothing to box
 			}
 			if v, zero := f.ValueOf(stmt.Context, rv); !zero {
-				if !pins.add(i, []any{v}) {
+				if !pins.add(mi, i, []any{v}) {
 					return false
 				}
 			}

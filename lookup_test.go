@@ -2,6 +2,7 @@ package writethrough
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"strconv"
 	"testing"
@@ -855,5 +856,35 @@ func TestReadStringKeyListOrder(t *testing.T) {
 			require.Equal(t, want, cold, "read %d", i)
 			require.Equal(t, cold, warm, "read %d: the cache answers in the database's order", i)
 		}
+	})
+}
+
+// A destination reused for the same row: its key (uint 7) and the inline
+// condition (int 7, int64 7, "7") name one row, so the second read is a hit.
+// A different value is a real contradiction and goes to the database, which
+// finds no row.
+func TestReusedDestinationHits(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Item{})
+		it := Item{Name: "kept", Stock: 3}
+		require.NoError(t, e.db.Create(&it).Error)
+		e.queries()
+		for i, id := range []any{it.ID, int(it.ID), int64(it.ID), int32(it.ID), fmt.Sprint(it.ID)} {
+			var r Item
+			require.NoError(t, e.db.First(&r, it.ID).Error)
+			e.queries()
+			require.NoError(t, e.db.First(&r, id).Error, "read %d (%T)", i, id)
+			require.Zero(t, e.queries(), "read %d (%T): the reused destination is served from the cache", i, id)
+			require.Equal(t, "kept", r.Name)
+			require.NoError(t, e.db.Where("id = ?", id).Take(&r).Error)
+			require.Zero(t, e.queries(), "read %d (%T): also through Where", i, id)
+		}
+
+		var r Item
+		require.NoError(t, e.db.First(&r, it.ID).Error)
+		e.queries()
+		err := e.db.First(&r, it.ID+1000).Error
+		require.ErrorIs(t, err, gorm.ErrRecordNotFound, "two different keys match no row")
+		require.Equal(t, int64(1), e.queries(), "and that is the database's answer")
 	})
 }

@@ -40,7 +40,8 @@ type modelInfo struct {
 	cached   bool   // false: no primary key, opted out, or a field that cannot be stored
 	reason   string // why not cached, for the debug log
 	ttl      ttlOverride
-	tableEsc string          // escaped table name
+	table    string          // the table as the database resolves it (identity.go)
+	tableEsc string          // the table part of its keys: database and table, escaped
 	fields   []*schema.Field // the fields an entry stores, in order
 	pks      []*schema.Field
 	intKeys  bool   // every key part is an integer: absences may be cached safely
@@ -75,9 +76,10 @@ func (p *Plugin) model(s *schema.Schema) *modelInfo {
 }
 
 func (p *Plugin) newModelInfo(s *schema.Schema) *modelInfo {
-	mi := &modelInfo{schema: s, tableEsc: string(appendEscaped(nil, s.Table))}
+	mi := &modelInfo{schema: s, table: p.modelTable(s.Table)}
+	mi.tableEsc = p.tableKey(mi.table)
 	// Cached or not, the model's foreign-key actions may write cached tables.
-	p.fks.learn(s)
+	p.fks.learn(s, p.modelTable)
 	if t, ok := reflect.New(s.ModelType).Interface().(CacheTTLer); ok {
 		switch d := t.CacheTTL(); {
 		case d < 0:
@@ -103,7 +105,7 @@ func (p *Plugin) newModelInfo(s *schema.Schema) *modelInfo {
 		}
 	}
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%s|%s|", p.cfg.Codec.Name(), s.Table)
+	fmt.Fprintf(h, "%s|%s|", p.cfg.Codec.Name(), mi.table)
 	mi.pkPos = make([]int, len(mi.pks))
 	stored := 0
 	for _, f := range s.Fields {

@@ -776,3 +776,37 @@ type BenchRow struct {
 	PublishedAt *time.Time
 	DeletedAt   gorm.DeletedAt
 }
+
+// Models of one table under two names (identity_test.go): their TableName
+// is set per test before GORM parses them.
+var spelledTables [2]string
+
+// BareSpelled names its table unqualified.
+type BareSpelled struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Price int64
+}
+
+func (BareSpelled) TableName() string { return spelledTables[0] }
+
+// QualifiedSpelled names the same table qualified by its schema.
+type QualifiedSpelled struct {
+	ID    uint `gorm:"primaryKey"`
+	Name  string
+	Price int64
+}
+
+func (QualifiedSpelled) TableName() string { return spelledTables[1] }
+
+// tenantTable is TenantRow's table, the same name in every database of a
+// test (identity_test.go).
+var tenantTable string
+
+// TenantRow is a row of one table that several databases hold.
+type TenantRow struct {
+	ID   uint `gorm:"primaryKey;autoIncrement:false"`
+	Name string
+}
+
+func (TenantRow) TableName() string { return tenantTable }

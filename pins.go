@@ -7,6 +7,7 @@ import (
 	"github.com/gormcache/writethrough/internal/sqltext"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
 )
 
 // WHERE clauses as primary-key pins: which rows a condition can match, for
@@ -34,7 +35,7 @@ func (pp *pkPins) addAll(p *Plugin, mi *modelInfo, stmt *gorm.Statement, exprs [
 	}
 	for _, e := range exprs {
 		if !pp.addExpr(mi, stmt, e) {
-			if pure || !narrowsOnly(e) {
+			if pure || !narrowsOnly(e, sqlRulesOf(stmt.DB)) {
 				return false
 			}
 			pp.other = true
@@ -45,17 +46,47 @@ func (pp *pkPins) addAll(p *Plugin, mi *modelInfo, stmt *gorm.Statement, exprs [
 
 // narrowsOnly reports whether an expression GORM joins to its neighbours is
 // certain to be AND-ed with them. A single-element OrConditions is joined
-// with OR, and hand-written SQL is only parenthesised when it contains the
+// with OR, and GORM parenthesises hand-written SQL only when it contains the
 // literal " OR " or " AND ", so SQL with an OR spelled otherwise (a newline,
-// a tab) could escape its place: such expressions do not bound a write.
-func narrowsOnly(e clause.Expression) bool {
+// a tab, MySQL's || or XOR) could escape its place: such expressions do not
+// bound a write.
+func narrowsOnly(e clause.Expression, rules sqltext.Rules) bool {
 	switch x := e.(type) {
 	case clause.OrConditions:
 		return false
+	case clause.AndConditions:
+		if len(x.Exprs) == 1 {
+			// GORM parenthesises a one-element group only as it does SQL.
+			return narrowsOnly(x.Exprs[0], rules)
+		}
+		return true // GORM parenthesises the group
 	case clause.Expr:
-		return !sqltext.HasOrToken(x.SQL)
+		return sqltext.Narrows(x.SQL, rules, gormWraps(x.SQL))
 	case clause.NamedExpr:
-		return !sqltext.HasOrToken(x.SQL)
+		return sqltext.Narrows(x.SQL, rules, gormWraps(x.SQL))
+	}
+	return true
+}
+
+// gormWraps reports whether GORM puts hand-written SQL in parentheses when
+// it joins it to other conditions (clause.Where's buildExprs).
+func gormWraps(sql string) bool {
+	up := strings.ToUpper(sql)
+	return strings.Contains(up, " AND ") || strings.Contains(up, " OR ")
+}
+
+// whereNarrows reports whether every expression of a WHERE clause is
+// certain to be AND-ed with the conditions GORM appends to it (the model's
+// primary key).
+func whereNarrows(db *gorm.DB, exprs []clause.Expression) bool {
+	if joinsWithOr(exprs) {
+		return false
+	}
+	rules := sqlRulesOf(db)
+	for _, e := range exprs {
+		if !narrowsOnly(e, rules) {
+			return false
+		}
 	}
 	return true
 }
@@ -70,9 +101,9 @@ func (pp *pkPins) addExpr(mi *modelInfo, stmt *gorm.Statement, e clause.Expressi
 			return false
 		}
 		if vals, ok := listValues(x.Value); ok {
-			return pp.add(i, vals)
+			return pp.add(mi, i, vals)
 		}
-		return pp.add(i, []any{x.Value})
+		return pp.add(mi, i, []any{x.Value})
 	case clause.IN:
 		i := pkIndex(mi, stmt, x.Column)
 		if i < 0 {
@@ -95,7 +126,7 @@ func (pp *pkPins) addExpr(mi *modelInfo, stmt *gorm.Statement, e clause.Expressi
 				break
 			}
 		}
-		return pp.add(i, vals)
+		return pp.add(mi, i, vals)
 	case clause.AndConditions:
 		if joinsWithOr(x.Exprs) {
 			return false
@@ -129,7 +160,10 @@ func joinsWithOr(exprs []clause.Expression) bool {
 }
 
 // add pins primary field i to vals, intersecting with an earlier pin.
-func (pp *pkPins) add(i int, vals []any) bool {
+// Two values are the same pin when they name the same key (see samePin):
+// First(&r, 1) on a destination whose key is already int64(1) pins one row,
+// not two contradictory ones.
+func (pp *pkPins) add(mi *modelInfo, i int, vals []any) bool {
 	for _, v := range vals {
 		if _, ok := plainValue(v); !ok || v == nil {
 			return false
@@ -142,7 +176,7 @@ func (pp *pkPins) add(i int, vals []any) bool {
 	f := pp.vals[i][:0:0]
 	for _, a := range pp.vals[i] {
 		for _, b := range vals {
-			if reflect.DeepEqual(a, b) {
+			if samePin(mi.pks[i], a, b) {
 				f = append(f, a)
 				break
 			}
@@ -153,6 +187,21 @@ func (pp *pkPins) add(i int, vals []any) bool {
 	}
 	pp.vals[i] = f
 	return true
+}
+
+// samePin reports whether a and b, both pinned to primary field f, name the
+// same row: equal canonical key text (integers of any Go type, or a
+// canonical decimal string against an integer key), or equal values. Values
+// that cannot be keyed are compared as they are, so that "01" and 1 (which
+// the database may match alike, but which name no single key) stay apart
+// and the statement goes to the database.
+func samePin(f *schema.Field, a, b any) bool {
+	ka, okA := keyPart(f, a)
+	kb, okB := keyPart(f, b)
+	if okA && okB {
+		return ka == kb
+	}
+	return reflect.DeepEqual(a, b)
 }
 
 // refs builds the keys of every combination of pinned values. It fails when
@@ -318,7 +367,7 @@ func (pp *pkPins) addSQL(mi *modelInfo, stmt *gorm.Statement, e clause.Expr) boo
 		pins = append(pins, pin{i, []any{v}})
 	}
 	for _, pn := range pins {
-		if !pp.add(pn.i, pn.vals) {
+		if !pp.add(mi, pn.i, pn.vals) {
 			return false
 		}
 	}

@@ -65,7 +65,8 @@ type Plugin struct {
 	flights  flights
 	dirty    dirtyKeys
 	fks      fkIndex
-	token    string // this process's prefix for lease ids and fence tokens
+	token    string        // this process's prefix for lease ids and fence tokens
+	prepared preparedNames // PREPARE name -> tables, for EXECUTE name
 	seq      atomic.Uint64
 	warnOnce sync.Once
 	// hooks lets tests pause the protocol at exact points; nil in production.
@@ -84,6 +85,9 @@ type Plugin struct {
 	// once; it grows when a model with a longer CacheTTL appears (see
 	// genTTLArg).
 	genTTLms atomic.Value
+	// resolver names tables as the database resolves them, inside the
+	// database's identity (identity.go); set by Initialize.
+	resolver *tableResolver
 }
 
 // New returns a plugin that caches through client. The config is validated
@@ -209,6 +213,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return errors.New("writethrough: New needs a Redis client, got nil")
 	}
 	if err := p.cfg.validate(); err != nil {
+		return err
+	}
+	if err := p.identify(db); err != nil {
 		return err
 	}
 	p.db = db

@@ -3,6 +3,7 @@ package writethrough
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -172,4 +173,115 @@ func TestRawExecWithRedisDown(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRawWritesTheTokenizerMissed: raw writes that do not start with a
+// write verb: EXPLAIN ANALYZE (which runs the statement), PREPARE then
+// EXECUTE, WITH ... UPDATE, Postgres DO blocks, MySQL executable comments.
+// Each fences the tables it names, so no read serves the row from before.
+// They run both in a transaction and in auto-commit on one connection
+// (PREPARE and EXECUTE must share a session).
+func TestRawWritesTheTokenizerMissed(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		w := newWriteEnv(t, b, Config{}, &gorm.Config{}, &Item{})
+		ids := seedItems(t, w, 3)
+		table := w.db.NamingStrategy.TableName("Item")
+		type step struct {
+			name string
+			sql  func(n int) []string // n differs per run, so every run changes the row
+			// rows: through Raw(...).Rows(), as EXPLAIN output is read; in a
+			// transaction only (in auto-commit its table fence is held
+			// until LockTTL, and the next step could not warm the cache).
+			rows bool
+		}
+		where := func(set string) string { return " " + table + " SET " + set + " WHERE id = " + fmt.Sprint(ids[0]) }
+		var steps []step
+		if b.dialect != "mysql" { // MariaDB has no WITH before UPDATE
+			steps = append(steps, step{name: "WITH ... UPDATE", sql: func(n int) []string {
+				return []string{"WITH picked AS (SELECT id FROM " + table + ") UPDATE" + where(fmt.Sprintf("stock = %d", n))}
+			}})
+		}
+		switch b.dialect {
+		case "postgres":
+			steps = append(steps,
+				step{name: "EXPLAIN ANALYZE UPDATE", sql: func(n int) []string { return []string{"EXPLAIN ANALYZE UPDATE" + where(fmt.Sprintf("stock = %d", n))} }},
+				step{name: "EXPLAIN (ANALYZE) UPDATE, read as rows", sql: func(n int) []string {
+					return []string{"EXPLAIN (ANALYZE, COSTS OFF) UPDATE" + where(fmt.Sprintf("stock = %d", n))}
+				}, rows: true},
+				step{name: "PREPARE AS, EXECUTE", sql: func(n int) []string {
+					return []string{fmt.Sprintf("PREPARE wt_p%d (int) AS UPDATE", n) + where("price = $1"), fmt.Sprintf("EXECUTE wt_p%d(%d)", n, n)}
+				}},
+				step{name: "DO block", sql: func(n int) []string {
+					return []string{"DO $$ BEGIN UPDATE" + where(fmt.Sprintf("stock = %d", n)) + "; END $$"}
+				}},
+				step{name: "DO block, dynamic SQL in a literal", sql: func(n int) []string {
+					return []string{"DO $$ BEGIN EXECUTE 'UPDATE" + where(fmt.Sprintf("note = ''dyn%d''", n)) + "'; END $$"}
+				}},
+			)
+		case "mysql":
+			var version string
+			require.NoError(t, w.plain.Raw("SELECT VERSION()").Scan(&version).Error)
+			if strings.Contains(version, "MariaDB") {
+				steps = append(steps,
+					step{name: "ANALYZE UPDATE", sql: func(n int) []string { return []string{"ANALYZE UPDATE" + where(fmt.Sprintf("stock = %d", n))} }},
+					step{name: "ANALYZE FORMAT=JSON UPDATE, read as rows", sql: func(n int) []string {
+						return []string{"ANALYZE FORMAT=JSON UPDATE" + where(fmt.Sprintf("stock = %d", n))}
+					}, rows: true})
+			}
+			steps = append(steps,
+				step{name: "PREPARE FROM, EXECUTE", sql: func(n int) []string {
+					return []string{"PREPARE wt_p FROM 'UPDATE" + where("price = ?") + "'", fmt.Sprintf("SET @v = %d", n), "EXECUTE wt_p USING @v"}
+				}},
+				step{name: "executable comment", sql: func(n int) []string { return []string{"/*!UPDATE" + where(fmt.Sprintf("stock = %d", n)) + "*/"} }},
+			)
+		}
+		n := 1000
+		run := func(db *gorm.DB, s step) error {
+			for _, q := range s.sql(n) {
+				if s.rows {
+					rows, err := db.Raw(q).Rows()
+					if err != nil {
+						return err
+					}
+					for rows.Next() {
+					}
+					if err := rows.Close(); err != nil {
+						return err
+					}
+					continue
+				}
+				if err := db.Exec(q).Error; err != nil {
+					return fmt.Errorf("%s: %w", q, err)
+				}
+			}
+			return nil
+		}
+		for _, s := range steps {
+			for _, mode := range []string{"transaction", "auto-commit"} {
+				if s.rows && mode != "transaction" {
+					continue
+				}
+				n++
+				warm[Item](t, w.env, ids...)
+				before := dbItem(t, w, ids[0])
+				var err error
+				if mode == "transaction" {
+					err = w.db.Transaction(func(tx *gorm.DB) error { return run(tx, s) })
+				} else {
+					err = w.db.Connection(func(c *gorm.DB) error { return run(c, s) })
+				}
+				require.NoError(t, err, "%s (%s)", s.name, mode)
+				require.NotEqual(t, canon(before), canon(dbItem(t, w, ids[0])), "%s (%s): the statement changed the row", s.name, mode)
+				t.Run(s.name+" "+mode, func(t *testing.T) { check[Item](t, w, false, ids...) })
+			}
+		}
+	})
+}
+
+// dbItem reads an item from the database itself.
+func dbItem(t *testing.T, w *writeEnv, id any) Item {
+	t.Helper()
+	var it Item
+	require.NoError(t, w.plain.First(&it, id).Error)
+	return it
 }

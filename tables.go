@@ -50,10 +50,10 @@ func (p *Plugin) otherTables(db *gorm.DB) []tableShard {
 	return p.tableShards(p.tableNameCandidates(names))
 }
 
-// tableNameCandidates returns every name under which a model may key the
-// rows of the tables: the name as written (qualified and bare), lower-cased
-// where the name was not quoted (Postgres folds it), and the TableName of
-// every model this process knows whose bare name matches.
+// tableNameCandidates returns every table (resolved, see resolveTable)
+// under which a model may key the rows of the tables: the name as written
+// (qualified and bare), lower-cased where the name was not quoted, and the
+// table of every model this process knows whose bare name matches.
 func (p *Plugin) tableNameCandidates(tables []sqltext.TableName) []string {
 	seen := map[string]bool{}
 	var out []string
@@ -68,19 +68,19 @@ func (p *Plugin) tableNameCandidates(tables []sqltext.TableName) []string {
 		if len(t) == 0 {
 			continue
 		}
-		full, folded := make([]string, len(t)), make([]string, len(t))
+		folded := make(sqltext.TableName, len(t))
 		for i, part := range t {
-			full[i], folded[i] = part.Name, part.Name
+			folded[i] = part
 			if !part.Quoted {
-				folded[i] = strings.ToLower(part.Name)
+				folded[i].Name = strings.ToLower(part.Name)
 			}
 		}
 		last := len(t) - 1
-		add(strings.Join(full, "."))
-		add(strings.Join(folded, "."))
-		add(full[last])
-		add(folded[last])
-		bare = append(bare, full[last])
+		add(p.resolveTable(t))
+		add(p.resolveTable(folded))
+		add(p.resolveTable(t[last:]))
+		add(p.resolveTable(folded[last:]))
+		bare = append(bare, t[last].Name)
 	}
 	p.models.m.Range(func(_, v any) bool {
 		mi := v.(*modelInfo)
@@ -93,7 +93,7 @@ func (p *Plugin) tableNameCandidates(tables []sqltext.TableName) []string {
 		}
 		for _, b := range bare {
 			if strings.EqualFold(name, b) {
-				add(mi.schema.Table)
+				add(mi.table)
 			}
 		}
 		return true
@@ -101,11 +101,11 @@ func (p *Plugin) tableNameCandidates(tables []sqltext.TableName) []string {
 	return out
 }
 
-// tableShards lists every shard of every named table.
+// tableShards lists every shard of every named (resolved) table.
 func (p *Plugin) tableShards(names []string) []tableShard {
 	var out []tableShard
 	for _, n := range names {
-		mi := &modelInfo{tableEsc: string(appendEscaped(nil, n))}
+		mi := &modelInfo{tableEsc: p.tableKey(n)}
 		out = append(out, mi.allShards(p)...)
 	}
 	return out

@@ -158,4 +158,22 @@ func TestTableNameCandidates(t *testing.T) {
 	require.ElementsMatch(t, []string{"MySchema.Items", "myschema.Items", "Items"}, p.tableNameCandidates([]sqltext.TableName{n}))
 	n, _, _ = sqltext.ParseTableName(`Items`)
 	require.ElementsMatch(t, []string{"Items", "items"}, p.tableNameCandidates([]sqltext.TableName{n}))
+
+	// Resolved as the database resolves them.
+	pg := New(nil, Config{})
+	pg.resolver = &tableResolver{dialect: "postgres", id: "postgres.test", schema: "public"}
+	pg.resolver.found.Store("items", "tenant")
+	pg.resolver.found.Store("Items", "public")
+	n, _, _ = sqltext.ParseTableName(`Items`)
+	require.ElementsMatch(t, []string{"tenant.items"}, pg.tableNameCandidates([]sqltext.TableName{n}))
+	n, _, _ = sqltext.ParseTableName(`"Items"`)
+	require.ElementsMatch(t, []string{"public.Items"}, pg.tableNameCandidates([]sqltext.TableName{n}))
+	n, _, _ = sqltext.ParseTableName(`test.Tenant.Items`)
+	require.ElementsMatch(t, []string{"tenant.items"}, pg.tableNameCandidates([]sqltext.TableName{n}))
+	my := New(nil, Config{})
+	my.resolver = &tableResolver{dialect: "mysql", id: "mysql", schema: "shop"}
+	n, _, _ = sqltext.ParseTableName("`Items`")
+	require.ElementsMatch(t, []string{"shop.Items"}, my.tableNameCandidates([]sqltext.TableName{n}))
+	n, _, _ = sqltext.ParseTableName("other.items")
+	require.ElementsMatch(t, []string{"other.items", "shop.items"}, my.tableNameCandidates([]sqltext.TableName{n}))
 }

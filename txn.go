@@ -92,6 +92,7 @@ type txConn struct {
 	tables     map[string]tableShard  // by gen key
 	seq        int                    // bumped by every recorded change
 	savepoints []savepoint
+	blind      bool  // a savepoint statement was not understood: publish nothing
 	poisoned   error // strict policy: a fence failed, COMMIT must not happen
 	// available policy: keys whose fence failed, invalidated after COMMIT
 	unfenced    []string
@@ -150,33 +151,79 @@ func (t *txConn) deferInvalidation(keys []string, err error) {
 	t.unfencedErr = err
 }
 
-// savepointCreated and savepointRolledBack follow SAVEPOINT and ROLLBACK TO
-// SAVEPOINT statements, which GORM issues through Exec.
-func (t *txConn) savepointCreated(name string) {
+// savepointCreated, savepointRolledBack and savepointReleased follow
+// SAVEPOINT, ROLLBACK TO SAVEPOINT and RELEASE SAVEPOINT statements, which
+// GORM (or the caller) issues through Exec. name is canonical (see
+// savepointName). replaces says a new savepoint deletes an older one of the
+// same name (MySQL); elsewhere it hides it until released.
+func (t *txConn) savepointCreated(name string, replaces bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.seq++
+	if replaces {
+		for i, sp := range t.savepoints {
+			if sp.name == name {
+				t.savepoints = append(t.savepoints[:i], t.savepoints[i+1:]...)
+				break
+			}
+		}
+	}
 	t.savepoints = append(t.savepoints, savepoint{name: name, seq: t.seq})
 }
 
 func (t *txConn) savepointRolledBack(name string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for i := len(t.savepoints) - 1; i >= 0; i-- {
-		sp := t.savepoints[i]
-		if sp.name != name {
-			continue
-		}
-		// State written after the savepoint is gone from the database, but
-		// its fences stay: the finish drops them instead of publishing.
-		for _, r := range t.rows {
-			if r.seq > sp.seq {
-				r.write.kind = kindDrop
-			}
-		}
-		t.savepoints = t.savepoints[:i+1] // the savepoint itself survives ROLLBACK TO
+	i := t.findSavepoint(name)
+	if i < 0 {
+		// Created where the plugin did not see it: which writes it undid
+		// is unknown.
+		t.blind = true
 		return
 	}
+	sp := t.savepoints[i]
+	// State written after the savepoint is gone from the database, but
+	// its fences stay: the finish drops them instead of publishing.
+	for _, r := range t.rows {
+		if r.seq > sp.seq {
+			r.write.kind = kindDrop
+		}
+	}
+	t.savepoints = t.savepoints[:i+1] // the savepoint itself survives ROLLBACK TO
+}
+
+// savepointReleased forgets the savepoint and every later one; their writes
+// now belong to the enclosing savepoint (or the transaction).
+func (t *txConn) savepointReleased(name string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	i := t.findSavepoint(name)
+	if i < 0 {
+		t.blind = true
+		return
+	}
+	t.savepoints = t.savepoints[:i]
+}
+
+// findSavepoint returns the index of the newest savepoint named name, or -1.
+// t.mu is held.
+func (t *txConn) findSavepoint(name string) int {
+	for i := len(t.savepoints) - 1; i >= 0; i-- {
+		if t.savepoints[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// blindfold makes the transaction invalidate-only: a savepoint or
+// transaction statement the plugin could not follow ran in it, so which of
+// its writes survive is unknown. Every row it fenced, before or after, is
+// dropped after COMMIT instead of published.
+func (t *txConn) blindfold() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.blind = true
 }
 
 // Commit implements gorm.TxCommitter: COMMIT, then publish.
@@ -218,7 +265,7 @@ func (t *txConn) Rollback() error {
 // and the next reads fill from the database.
 func (t *txConn) finish(committed bool) {
 	t.mu.Lock()
-	rows, tables := t.rows, t.tables
+	rows, tables, blind := t.rows, t.tables, t.blind
 	t.rows, t.tables = nil, nil
 	t.mu.Unlock()
 	if len(rows) == 0 && len(tables) == 0 {
@@ -227,8 +274,11 @@ func (t *txConn) finish(committed bool) {
 	writes := make([]rowWrite, 0, len(rows))
 	for _, r := range rows {
 		w := r.write
-		if !committed {
+		switch {
+		case !committed:
 			w.kind = kindRelease
+		case blind:
+			w.kind = kindDrop
 		}
 		writes = append(writes, w)
 	}

@@ -517,3 +517,159 @@ func TestTxnSerializationFailureAtCommit(t *testing.T) {
 		require.Equal(t, sum+1, a.Price, "the first transaction committed and is read")
 	})
 }
+
+// savepointCase is a transaction that writes a (price 101), creates a
+// savepoint, writes a (102) and b (202), then runs statements that roll
+// the savepoint back, and commits.
+type savepointCase struct {
+	create, rollback string
+	// hidden creates the savepoint on the connection itself, where no GORM
+	// callback sees it.
+	hidden bool
+}
+
+// runSavepointCase runs c on two warm items and returns their keys.
+func runSavepointCase(t *testing.T, e *env, c savepointCase) (a, b Item, keys [2]string) {
+	t.Helper()
+	a, b = Item{Name: "a", Price: 100}, Item{Name: "b", Price: 200}
+	require.NoError(t, e.db.Create(&a).Error)
+	require.NoError(t, e.db.Create(&b).Error)
+	warm[Item](t, e, a.ID, b.ID)
+	keys = [2]string{rowKeyOf(t, e, &Item{ID: a.ID}), rowKeyOf(t, e, &Item{ID: b.ID})}
+
+	tx := e.db.Begin()
+	require.NoError(t, tx.Error)
+	require.NoError(t, tx.Model(&Item{ID: a.ID}).Update("price", 101).Error)
+	if c.hidden {
+		_, err := tx.Statement.ConnPool.ExecContext(context.Background(), c.create)
+		require.NoError(t, err)
+	} else {
+		require.NoError(t, tx.Exec(c.create).Error, c.create)
+	}
+	require.NoError(t, tx.Model(&Item{ID: a.ID}).Update("price", 102).Error)
+	require.NoError(t, tx.Model(&Item{ID: b.ID}).Update("price", 202).Error)
+	require.NoError(t, tx.Exec(c.rollback).Error, c.rollback)
+	require.NoError(t, tx.Commit().Error)
+	return a, b, keys
+}
+
+// requireServedAsStored reads each item twice through the plugin and
+// requires the database's row both times.
+func requireServedAsStored(t *testing.T, e *env, what string, ids ...uint) {
+	t.Helper()
+	for _, id := range ids {
+		var direct Item
+		require.NoError(t, e.plainDB().First(&direct, id).Error)
+		for i := 0; i < 2; i++ {
+			var got Item
+			require.NoError(t, e.db.First(&got, id).Error)
+			require.Equal(t, direct.Price, got.Price, "%s: item %d, read %d", what, id, i)
+		}
+	}
+}
+
+// TestTxnSavepointSpellings: every spelling of SAVEPOINT and ROLLBACK TO
+// the dialect accepts is followed: the rolled-back writes are never served.
+func TestTxnSavepointSpellings(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cases := []savepointCase{
+			{create: "SAVEPOINT sp1", rollback: "ROLLBACK TO sp1"},
+			{create: "SAVEPOINT sp1", rollback: "ROLLBACK  TO  SAVEPOINT sp1"},
+			{create: "savepoint Sp1", rollback: "rollback to savepoint SP1"},
+			{create: "SAVEPOINT sp1 /* c */", rollback: "/* c */ ROLLBACK -- x\n TO\tSAVEPOINT sp1;"},
+		}
+		switch b.dialect {
+		case "postgres":
+			cases = append(cases,
+				savepointCase{create: `SAVEPOINT "sp1"`, rollback: "ROLLBACK WORK TO SAVEPOINT sp1"},
+				savepointCase{create: "SAVEPOINT sp1", rollback: `ROLLBACK TRANSACTION TO "sp1"`},
+				savepointCase{create: `SAVEPOINT "Sp 1"`, rollback: `ROLLBACK TO SAVEPOINT "Sp 1"`})
+		case "mysql":
+			cases = append(cases,
+				savepointCase{create: "SAVEPOINT `sp1`", rollback: "ROLLBACK WORK TO SAVEPOINT sp1"},
+				savepointCase{create: "SAVEPOINT sp1", rollback: "ROLLBACK WORK TO `SP1`"},
+				savepointCase{create: "# c\nSAVEPOINT sp1", rollback: "ROLLBACK TO sp1 # c"})
+		case "sqlite":
+			cases = append(cases,
+				savepointCase{create: "SAVEPOINT [sp1]", rollback: `ROLLBACK TRANSACTION TO SAVEPOINT "sp1"`},
+				savepointCase{create: "SAVEPOINT `sp1`", rollback: "ROLLBACK TRANSACTION TO SP1"})
+		}
+		for _, c := range cases {
+			e := newEnv(t, b, Config{}, &Item{})
+			a, bb, _ := runSavepointCase(t, e, c)
+			requireServedAsStored(t, e, c.create+" / "+c.rollback, a.ID, bb.ID)
+			var got Item
+			require.NoError(t, e.db.First(&got, a.ID).Error)
+			require.Equal(t, int64(101), got.Price, "%q: the write before the savepoint stands", c.rollback)
+		}
+	})
+}
+
+// TestTxnUnparsedSavepointNeverPublishes: a savepoint the plugin did not
+// see created, or a rollback it cannot read, makes the whole transaction
+// invalidate-only: nothing it wrote is published, before or after.
+func TestTxnUnparsedSavepointNeverPublishes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		cases := []savepointCase{{create: "SAVEPOINT sp1", rollback: "ROLLBACK TO SAVEPOINT sp1", hidden: true}}
+		switch b.dialect {
+		case "postgres":
+			cases = append(cases, savepointCase{create: "SAVEPOINT sp1", rollback: `ROLLBACK TO SAVEPOINT U&"sp1"`})
+		case "sqlite":
+			cases = append(cases, savepointCase{create: "SAVEPOINT sp1", rollback: "ROLLBACK TO SAVEPOINT 'sp1'"})
+		}
+		for _, c := range cases {
+			e := newEnv(t, b, Config{}, &Item{})
+			a, bb, keys := runSavepointCase(t, e, c)
+			for _, k := range keys {
+				require.Empty(t, peek(t, e, k), "%q: nothing is published", c.rollback)
+			}
+			requireServedAsStored(t, e, c.rollback, a.ID, bb.ID)
+		}
+	})
+}
+
+// TestTxnSavepointRelease: RELEASE forgets the savepoint and the later ones.
+// Where a savepoint hides an older one of the same name (Postgres, SQLite),
+// ROLLBACK TO after RELEASE goes back to the older one, undoing writes
+// made between the two.
+func TestTxnSavepointRelease(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		e := newEnv(t, b, Config{}, &Item{})
+		a := Item{Name: "a", Price: 100}
+		require.NoError(t, e.db.Create(&a).Error)
+		warm[Item](t, e, a.ID)
+
+		// Released savepoints keep their writes, which are published.
+		releaseOuter := "RELEASE outer_sp"
+		if b.dialect == "mysql" {
+			releaseOuter = "RELEASE SAVEPOINT outer_sp" // MySQL requires the word
+		}
+		require.NoError(t, e.db.Transaction(func(tx *gorm.DB) error {
+			require.NoError(t, tx.Exec("SAVEPOINT outer_sp").Error)
+			require.NoError(t, tx.Exec("SAVEPOINT inner_sp").Error)
+			require.NoError(t, tx.Model(&Item{ID: a.ID}).Update("price", 101).Error)
+			require.NoError(t, tx.Exec("RELEASE SAVEPOINT inner_sp").Error)
+			return tx.Exec(releaseOuter).Error
+		}))
+		requireServedAsStored(t, e, "released", a.ID)
+		e.queries()
+		var got Item
+		require.NoError(t, e.db.First(&got, a.ID).Error)
+		require.Equal(t, int64(101), got.Price)
+		require.Zero(t, e.queries(), "a released savepoint's write is published")
+
+		if b.dialect == "mysql" {
+			return // a second SAVEPOINT x deletes the first: RELEASE x leaves none
+		}
+		require.NoError(t, e.db.Transaction(func(tx *gorm.DB) error {
+			require.NoError(t, tx.Exec("SAVEPOINT x").Error)
+			require.NoError(t, tx.Model(&Item{ID: a.ID}).Update("price", 102).Error)
+			require.NoError(t, tx.Exec("SAVEPOINT x").Error)
+			require.NoError(t, tx.Exec("RELEASE SAVEPOINT x").Error)
+			return tx.Exec("ROLLBACK TO SAVEPOINT x").Error // the first x
+		}))
+		requireServedAsStored(t, e, "rolled back to the older savepoint", a.ID)
+		require.NoError(t, e.db.First(&got, a.ID).Error)
+		require.Equal(t, int64(101), got.Price)
+	})
+}

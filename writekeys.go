@@ -49,9 +49,11 @@ func (p *Plugin) affectedKeys(db *gorm.DB, mi *modelInfo, op writeOp) ([]keyRef,
 	if c, ok := stmt.Clauses["WHERE"]; ok {
 		// GORM appends the model's key to the conditions with AND, which
 		// binds tighter than an OR before it: Where(a).Or(b) on a model
-		// with key 7 runs "a OR b AND id = 7" and may change rows other
-		// than 7. The model's key bounds nothing then.
-		if where, ok := c.Expression.(clause.Where); ok && joinsWithOr(where.Exprs) {
+		// with key 7 runs "a OR b AND id = 7", and so does
+		// Where("a = ?\nOR b = ?") or, on MySQL, Where("a = ? || b = ?"):
+		// each may change rows other than 7. The model's key bounds
+		// nothing then.
+		if where, ok := c.Expression.(clause.Where); ok && !whereNarrows(db, where.Exprs) {
 			return nil, false
 		}
 	}

@@ -354,3 +354,43 @@ func TestWriteScopes(t *testing.T) {
 		require.Equal(t, "scoped into the archive", a.Name)
 	})
 }
+
+// TestDisjunctionGORMDoesNotWrap: GORM appends the model's key with AND and
+// parenthesises hand-written SQL only when it contains " OR " or " AND ",
+// so "a = ?\nOR b = ?" (any dialect) or "a = ? || b = ?" (MySQL, where ||
+// is OR) runs as "a OR (b AND id = 7)", and after a pinned key as
+// "(id = 7 AND a) OR b": both change rows other than 7. Such
+// a write must not be bounded by the model's key, nor by a key pinned
+// beside it.
+func TestDisjunctionGORMDoesNotWrap(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b backend) {
+		conds := []string{"name = ?\nOR stock = ?", "name = ?\tor stock = ?"}
+		if b.dialect == "mysql" {
+			conds = append(conds, "name = ? || stock = ?", "name = ? XOR stock = ?")
+		}
+		for i, cond := range conds {
+			e := newEnv(t, b, Config{}, &Item{})
+			kept, other := Item{Name: "kept", Stock: 1}, Item{Name: "other", Stock: 2}
+			require.NoError(t, e.db.Create(&kept).Error)
+			require.NoError(t, e.db.Create(&other).Error)
+			warm[Item](t, e, kept.ID, other.ID)
+
+			price := int64(100 + i)
+			require.NoError(t, e.db.Model(&Item{ID: kept.ID}).Where(cond, "other", 9).Update("price", price).Error)
+			var direct Item
+			require.NoError(t, e.plainDB().First(&direct, other.ID).Error)
+			require.Equal(t, price, direct.Price, "%q: the database changed another row", cond)
+			var got Item
+			require.NoError(t, e.db.First(&got, other.ID).Error)
+			require.Equal(t, price, got.Price, "%q via the model's key: the other row is not served stale", cond)
+
+			warm[Item](t, e, kept.ID, other.ID)
+			price += 100
+			require.NoError(t, e.db.Model(&Item{}).Where("id = ?", kept.ID).Where(cond, "nobody", other.Stock).Update("price", price).Error)
+			require.NoError(t, e.plainDB().First(&direct, other.ID).Error)
+			require.Equal(t, price, direct.Price, "%q: the database changed another row", cond)
+			require.NoError(t, e.db.First(&got, other.ID).Error)
+			require.Equal(t, price, got.Price, "%q via a pinned key: the other row is not served stale", cond)
+		}
+	})
+}

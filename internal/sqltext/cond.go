@@ -22,6 +22,37 @@ func HasOrToken(sql string) bool {
 	return false
 }
 
+// Narrows reports whether hand-written condition text, joined to other
+// conditions with AND, can only narrow them: no disjunction outside
+// parentheses, and no parenthesis that closes one the text did not open.
+// wrapped says the caller will put the text in parentheses (GORM does when
+// it contains " AND " or " OR "), which contains a disjunction but not a
+// stray closing parenthesis. Disjunctions are OR as a word, and under
+// Rules.OrOperators also || and XOR. Comments and string literals are
+// skipped (an OR inside a literal is text).
+func Narrows(sql string, rules Rules, wrapped bool) bool {
+	toks := tokenize(sql, rules)
+	depth := 0
+	widens := false
+	for i, t := range toks {
+		switch {
+		case t.is("("):
+			depth++
+		case t.is(")"):
+			depth--
+			if depth < 0 {
+				return false
+			}
+		case depth > 0:
+		case t.kw("OR"):
+			widens = true
+		case rules.OrOperators && (t.kw("XOR") || t.is("|") && i+1 < len(toks) && toks[i+1].is("|")):
+			widens = true
+		}
+	}
+	return depth == 0 && (!widens || wrapped)
+}
+
 // SplitAnd splits on the keyword AND (any case) between conditions.
 func SplitAnd(s string) []string {
 	var parts []string

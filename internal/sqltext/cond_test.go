@@ -80,3 +80,32 @@ func TestColumn(t *testing.T) {
 		}
 	}
 }
+
+func TestNarrows(t *testing.T) {
+	my, pg := Rules{Backslash: true, OrOperators: true}, Rules{Dollar: true}
+	cases := []struct {
+		sql     string
+		rules   Rules
+		wrapped bool
+		want    bool
+	}{
+		{"stock > ?", pg, false, true},
+		{"name = 'a OR b'", pg, false, true},       // a literal
+		{"name = ? -- OR x\n", pg, false, true},    // a comment
+		{"(a = ? OR b = ?)", pg, false, true},      // contained
+		{"a = ?\nOR b = ?", pg, false, false},      // GORM does not wrap it
+		{"a = ? OR b = ?", pg, true, true},         // GORM wraps it
+		{"a = ?) OR (b = ?", pg, true, false},      // wrapping does not contain it
+		{"a = ? || b = ?", my, false, false},       // MySQL reads || as OR
+		{"a = ? || b = ?", pg, false, true},        // concatenation elsewhere
+		{"a = ? XOR b = ?", my, false, false},      // MySQL's XOR
+		{"a || b = ?", my, true, true},             // wrapped
+		{"(a = ? || b = ?) AND c", my, true, true}, // contained
+		{"a = ?)", pg, false, false},
+		{"(a = ?", pg, false, false},
+		{"color = ? AND ORDER_x = ?", pg, true, true},
+	}
+	for _, c := range cases {
+		require.Equal(t, c.want, Narrows(c.sql, c.rules, c.wrapped), "%q", c.sql)
+	}
+}

@@ -14,7 +14,8 @@ func MayWrite(sql string) bool {
 		i++
 	}
 	switch strings.ToUpper(s[:i]) {
-	case "WITH", "UPDATE", "DELETE", "INSERT", "REPLACE", "MERGE", "TRUNCATE", "ALTER", "DROP":
+	case "WITH", "UPDATE", "DELETE", "INSERT", "REPLACE", "MERGE", "TRUNCATE", "ALTER", "DROP",
+		"EXPLAIN", "ANALYZE", "ANALYSE", "DO", "COPY", "LOAD", "RENAME", "PREPARE", "EXECUTE":
 		return true
 	}
 	return false
@@ -25,6 +26,9 @@ func MayWrite(sql string) bool {
 type Rules struct {
 	Backslash bool // '\' escapes in string literals, # starts a comment (MySQL)
 	Dollar    bool // $tag$ ... $tag$ strings (Postgres)
+	// OrOperators: || and XOR are disjunctions, as OR (MySQL; || is
+	// string concatenation elsewhere).
+	OrOperators bool
 }
 
 // WriteTables returns the tables the write statements of sql change, as
@@ -87,6 +91,32 @@ func statementTables(toks []token) []TableName {
 	}
 	verb := strings.ToUpper(toks[i].text)
 	if toks[i].kind != tokWord {
+		return out
+	}
+	switch verb {
+	case "EXPLAIN", "ANALYZE", "ANALYSE":
+		// EXPLAIN ANALYZE (Postgres, MySQL) and ANALYZE (MariaDB) run the
+		// statement they explain: read it from its first verb. ANALYZE of
+		// a table (statistics) has none and writes no row.
+		for k := i + 1; k < len(toks); k++ {
+			if toks[k].is("(") {
+				k = skipGroup(toks, k) - 1
+				continue
+			}
+			if isWriteVerb(toks[k]) {
+				return append(out, statementTables(toks[k:])...)
+			}
+		}
+		return out
+	case "DO":
+		// DO [LANGUAGE l] 'code' (Postgres): an anonymous block. Its
+		// effect cannot be known; it is taken to write every table its
+		// code names after a write verb (see looseTables).
+		for _, t := range toks[i+1:] {
+			if t.is("'") {
+				out = append(out, looseTables(t.lit, Rules{Dollar: true}, 0)...)
+			}
+		}
 		return out
 	}
 	i++
@@ -152,9 +182,168 @@ func statementTables(toks []token) []TableName {
 			}
 			skip("ONLY")
 			out = append(out, tableList(toks, i, "ADD", "DROP", "ALTER", "RENAME", "MODIFY", "CHANGE", "CASCADE", "RESTRICT")...)
+			// ALTER TABLE a RENAME TO b: b now names a's rows.
+			for k := i; k+2 < len(toks); k++ {
+				if toks[k].kw("RENAME") && (toks[k+1].kw("TO") || toks[k+1].kw("AS")) {
+					if t, _, ok := tableRef(toks, k+2); ok {
+						out = append(out, t)
+					}
+				}
+			}
+		}
+	case "RENAME":
+		// RENAME TABLE a TO b, c TO d (MySQL): every name, old and new.
+		skip("TABLE", "TABLES")
+		for i < len(toks) {
+			t, next, ok := tableRef(toks, i)
+			if !ok {
+				break
+			}
+			out = append(out, t)
+			i = next
+			if i < len(toks) && (toks[i].kw("TO") || toks[i].is(",")) {
+				i++
+				continue
+			}
+			break
+		}
+	case "COPY":
+		// COPY t [(cols)] FROM ... (Postgres) writes t; COPY ... TO reads.
+		t, next, ok := tableRef(toks, i)
+		if ok {
+			for k := next; k < len(toks); k++ {
+				if toks[k].is("(") {
+					k = skipGroup(toks, k) - 1
+					continue
+				}
+				if toks[k].kw("FROM") {
+					out = append(out, t)
+					break
+				}
+				if toks[k].kw("TO") {
+					break
+				}
+			}
+		}
+	case "LOAD":
+		// LOAD DATA|XML ... INTO TABLE t (MySQL).
+		for k := i; k+2 < len(toks); k++ {
+			if toks[k].kw("INTO") && toks[k+1].kw("TABLE") {
+				if t, _, ok := tableRef(toks, k+2); ok {
+					out = append(out, t)
+				}
+				break
+			}
 		}
 	}
 	return out
+}
+
+// isWriteVerb reports whether a token starts a statement WriteTables reads.
+func isWriteVerb(t token) bool {
+	for _, w := range [...]string{"UPDATE", "DELETE", "INSERT", "REPLACE", "MERGE", "TRUNCATE", "WITH", "COPY", "LOAD"} {
+		if t.kw(w) {
+			return true
+		}
+	}
+	return false
+}
+
+// maxLooseDepth bounds how deep looseTables reads strings inside strings.
+const maxLooseDepth = 4
+
+// looseTables reads code whose statements WriteTables cannot delimit (the
+// body of a DO block or a function: BEGIN ... END, IF, loops): every write
+// verb anywhere starts a statement, read up to the next ';'. String
+// literals in it are read the same way (dynamic SQL spelled out in the
+// code), up to maxLooseDepth levels. Verbs that are part of another clause
+// (FOR UPDATE, DO UPDATE, ON DUPLICATE KEY UPDATE, ON UPDATE/DELETE) are
+// skipped.
+func looseTables(code string, rules Rules, depth int) []TableName {
+	toks := tokenize(code, rules)
+	var out []TableName
+	for i, t := range toks {
+		if t.is("'") && depth < maxLooseDepth {
+			out = append(out, looseTables(t.lit, rules, depth+1)...)
+			continue
+		}
+		if !isWriteVerb(t) || t.kw("WITH") {
+			continue
+		}
+		if i > 0 {
+			prev := toks[i-1]
+			if prev.kw("FOR") || prev.kw("DO") || prev.kw("KEY") || prev.kw("ON") {
+				continue
+			}
+		}
+		end := i
+		for end < len(toks) && !toks[end].is(";") {
+			end++
+		}
+		out = append(out, statementTables(toks[i:end])...)
+	}
+	return out
+}
+
+// Prepared is what one PREPARE statement defines: the name and the tables
+// its statement writes. Known is false when the statement's text could not
+// be read (MySQL's PREPARE name FROM @variable).
+type Prepared struct {
+	Name   Ident
+	Tables []TableName
+	Known  bool
+}
+
+// PreparedStatements returns the PREPARE and EXECUTE statements of sql:
+// what each PREPARE defines, and the names each EXECUTE runs. Postgres
+// writes PREPARE name [(types)] AS statement, MySQL PREPARE name FROM
+// 'text' (or @variable); both EXECUTE name [...].
+func PreparedStatements(sql string, rules Rules) (prepares []Prepared, executes []Ident) {
+	if !mayHoldWord(sql, "PREPARE") && !mayHoldWord(sql, "EXECUTE") {
+		return nil, nil
+	}
+	toks := tokenize(sql, rules)
+	start := 0
+	for i := 0; i <= len(toks); i++ {
+		if i < len(toks) && !toks[i].is(";") {
+			continue
+		}
+		st := toks[start:i]
+		start = i + 1
+		if len(st) < 2 || st[1].kind == tokOther {
+			continue
+		}
+		name := Ident{Name: st[1].text, Quoted: st[1].kind == tokQuoted}
+		switch {
+		case st[0].kw("EXECUTE"):
+			executes = append(executes, name)
+		case st[0].kw("PREPARE"):
+			k := 2
+			if k < len(st) && st[k].is("(") {
+				k = skipGroup(st, k)
+			}
+			pr := Prepared{Name: name}
+			switch {
+			case k < len(st) && st[k].kw("AS"):
+				pr.Tables, pr.Known = statementTables(st[k+1:]), true
+			case k+1 < len(st) && st[k].kw("FROM") && st[k+1].is("'"):
+				pr.Tables, pr.Known = WriteTables(st[k+1].lit, rules), true
+			}
+			prepares = append(prepares, pr)
+		}
+	}
+	return prepares, executes
+}
+
+// mayHoldWord reports, without allocating, whether s holds word (ASCII
+// upper case) in any case.
+func mayHoldWord(s, word string) bool {
+	for i := 0; i+len(word) <= len(s); i++ {
+		if s[i]|0x20 == word[0]|0x20 && hasFoldAt(s, i, word) {
+			return true
+		}
+	}
+	return false
 }
 
 // tableList reads a table reference at toks[i], then every further one that
@@ -228,6 +417,7 @@ const (
 type token struct {
 	kind tokKind
 	text string
+	lit  string // a string literal's body as written (text is "'")
 }
 
 func (t token) kw(word string) bool  { return t.kind == tokWord && strings.EqualFold(t.text, word) }
@@ -237,11 +427,24 @@ func (t token) is(punct string) bool { return t.kind == tokOther && t.text == pu
 // characters, dropping comments, white space and the contents of string
 // literals ('...', and $tag$...$tag$ on Postgres). It never fails: what it
 // does not understand becomes punctuation.
+//
+// Under Rules.Backslash (MySQL), /*! ... */ and /*M! ... */ comments are
+// code, which MySQL and MariaDB run: their contents are tokenized.
 func tokenize(s string, rules Rules) []token {
 	var toks []token
+	inExec := false // inside a MySQL executable comment
 	for i := 0; i < len(s); {
 		c := s[i]
 		switch {
+		case inExec && c == '*' && strings.HasPrefix(s[i:], "*/"):
+			inExec = false
+			i += 2
+		case rules.Backslash && (strings.HasPrefix(s[i:], "/*!") || strings.HasPrefix(s[i:], "/*M!")):
+			i += strings.IndexByte(s[i:], '!') + 1
+			for i < len(s) && isDigit(s[i]) { // the server version it needs
+				i++
+			}
+			inExec = true
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
 			i++
 		case c == '-' && strings.HasPrefix(s[i:], "--"), c == '#' && rules.Backslash:
@@ -257,8 +460,9 @@ func tokenize(s string, rules Rules) []token {
 			}
 			i += j + 4
 		case c == '\'':
-			i = skipString(s, i, rules.Backslash)
-			toks = append(toks, token{kind: tokOther, text: "'"})
+			j := skipString(s, i, rules.Backslash)
+			toks = append(toks, token{kind: tokOther, text: "'", lit: s[i+1 : max(i+1, j-1)]})
+			i = j
 		case c == '"' || c == '`' || c == '[':
 			part, rest, ok := readIdent(s[i:])
 			if !ok {
@@ -274,8 +478,8 @@ func tokenize(s string, rules Rules) []token {
 			if j < 0 {
 				return toks
 			}
+			toks = append(toks, token{kind: tokOther, text: "'", lit: s[i+len(tag) : i+len(tag)+j]})
 			i += len(tag) + j + len(tag)
-			toks = append(toks, token{kind: tokOther, text: "'"})
 		case IsIdentByte(c) && !isDigit(c):
 			j := i
 			for j < len(s) && IsIdentByte(s[j]) {
