@@ -58,7 +58,7 @@ func testForeignKeyActions(t *testing.T, b backend, mode commitMode) {
 	warm[Chore](t, e, chore.ID)
 
 	// The join table is reached too (no model caches it here).
-	require.Contains(t, e.plugin.fks.reach(e.stmtSchema(&Parent{}).Table, true), e.tables+"parent_clubs")
+	require.Contains(t, e.plugin.fks.reach(e.plugin.modelTable(e.stmtSchema(&Parent{}).Table), true), e.plugin.modelTable(e.tables+"parent_clubs"))
 
 	// Re-key the parent's Code: the toys follow (ON UPDATE CASCADE of a
 	// column that is not the key, so every update of a parent counts).
